@@ -1,0 +1,57 @@
+# wideep task runner. Every target installs what it needs (virtualenv, control plane) itself.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+VENV := $(shell bash tools/venv.sh)
+PY := $(VENV)/bin/python
+export PYTHONPATH := $(CURDIR)/operator
+export PATH := $(VENV)/bin:$(PATH)
+export WIDEEP_STATE_DIR ?= $(CURDIR)/.local
+
+.PHONY: help
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+.PHONY: cluster-build
+cluster-build: ## build etcd, kube-apiserver, controller-manager, scheduler, kwok, helm from Go modules (cached)
+	@$(PY) -m wideep.devcluster.build
+
+.PHONY: cluster-up
+cluster-up: cluster-build ## start the local control plane in the background (kubeconfig: .local/cluster/kubeconfig)
+	@$(PY) -m wideep.devcluster up
+
+.PHONY: cluster-down
+cluster-down: ## stop the local control plane and every process it started
+	@$(PY) -m wideep.devcluster down
+
+.PHONY: lint
+lint: ## ruff, mypy --strict, import contracts
+	ruff check operator tests bench tools
+	ruff format --check operator tests bench tools
+	mypy
+	lint-imports
+
+.PHONY: fmt
+fmt: ## format the code
+	ruff format operator tests bench tools
+	ruff check --fix operator tests bench tools
+
+.PHONY: generate
+generate: ## write every generated file (CRD, chart CRD, API docs)
+	$(PY) -m wideep.api.generate write
+
+.PHONY: verify
+verify: ## fail when a generated file differs from what the generator writes
+	$(PY) -m wideep.api.generate check
+
+.PHONY: test
+test: cluster-build ## run every test (starts its own control plane)
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: demo
+demo: cluster-build ## the main job: control plane + operator + the DeepSeek-style example to Ready
+	$(PY) -m wideep.devcluster demo
+
+.PHONY: bench
+bench: cluster-build ## benchmarks against the API server's own floor
+	$(PY) -m bench.run
