@@ -8,8 +8,15 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 py="${PYTHON:-python3}"
 cache="${WIDEEP_CACHE_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/wideep}"
-key="$("$py" -c 'import sys,hashlib,pathlib; h=hashlib.sha256(); h.update(sys.version.encode()); [h.update(pathlib.Path(p).read_bytes()) for p in sys.argv[1:]]; print(h.hexdigest()[:12])' \
-  "$here/pyproject.toml" "$here/tools/constraints.txt")"
+key="$("$py" - "$here/pyproject.toml" "$here/tools/constraints.txt" <<'PY'
+import hashlib, sys, tomllib
+h = hashlib.sha256(sys.version.encode())
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+h.update(repr((project["dependencies"], project["optional-dependencies"]["dev"])).encode())
+h.update(open(sys.argv[2], "rb").read())
+print(h.hexdigest()[:12])
+PY
+)"
 venv="$cache/venvs/py-$key"
 if [[ ! -f "$venv/COMPLETE" ]]; then
   echo "[venv] creating $venv" >&2

@@ -26,6 +26,15 @@ def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return node
 
 
+def _defaults_of(schema: dict[str, Any]) -> dict[str, Any]:
+    """The fully defaulted value of an object schema: the API server validates a default with CEL as is."""
+    out: dict[str, Any] = {}
+    for name, sub in schema.get("properties", {}).items():
+        if "default" in sub:
+            out[name] = sub["default"]
+    return out
+
+
 def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     node = _resolve(node, defs)
     if "anyOf" in node:
@@ -69,7 +78,7 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
                     and "default" not in conv
                     and not conv.get("required")
                 ):
-                    conv["default"] = {}
+                    conv["default"] = _defaults_of(conv)
                 out["properties"][name] = conv
             if required:
                 out["required"] = sorted(required)

@@ -308,6 +308,8 @@ class Failure(_Model):
     """When the failure was observed."""
     pod: str | None = None
     """Pod that failed."""
+    group_generation: int | None = None
+    """Group generation of the pod that failed."""
 
 
 class RankStatus(_Model):
@@ -373,6 +375,15 @@ class ParallelDeploymentStatus(_Model):
     """DP ranks whose pod is Ready."""
     ready: str | None = None
     """Ready ranks out of total, like 16/16."""
+    group_generation: int = 0
+    """How many times the group was created: first creation, restarts and replacements. Rank pods carry it
+    in the annotation wideep.dev/group-generation."""
+    created_generation: int = 0
+    """The group generation whose pods all exist: from then on a missing rank pod is a failure."""
+    group_created_time: str | None = None
+    """When the current group generation was created."""
+    last_group_change: Literal["Created", "Restarted", "Replaced"] | None = None
+    """Why the current group generation exists."""
     group_restarts: int = 0
     """Gang restarts since the last spec change or retry."""
     last_restart_time: str | None = None

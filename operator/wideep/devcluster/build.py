@@ -35,7 +35,7 @@ from pathlib import Path
 
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    import versions  # type: ignore[import-not-found,no-redef]
+    import versions  # type: ignore[import-not-found]
 else:
     from . import versions
 
@@ -75,7 +75,7 @@ def go_env() -> dict[str, str]:
 def run(cmd: list[str], cwd: Path, what: str, env: dict[str, str] | None = None) -> str:
     log(f"{what}: {' '.join(cmd)}")
     started = time.monotonic()
-    proc = subprocess.run(cmd, cwd=cwd, env=env or go_env(), capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, env=env or go_env(), capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         tail = "\n".join((proc.stdout + proc.stderr).splitlines()[-40:])
         raise BuildError(f"{what} failed (exit {proc.returncode}):\n{tail}")
@@ -212,7 +212,8 @@ def copy_kwok_stages(stagedir: Path, work: Path) -> None:
 
 
 def cached_dir(go_version: str) -> Path:
-    return versions.cache_root() / "controlplane" / versions.cache_key(go_version)
+    root: Path = versions.cache_root()
+    return root / "controlplane" / str(versions.cache_key(go_version))
 
 
 def is_complete(target: Path) -> bool:

@@ -181,7 +181,9 @@ def cleanup_stale(state_dir: Path) -> list[str]:
     data = read_pids(state_dir)
     if data is None:
         return []
-    killed = _kill_groups(list(data.get("processes", [])))
+    records = list(data.get("processes", []))
+    killed = _kill_groups([r for r in records if r["name"] != "etcd"])
+    killed += _kill_groups([r for r in records if r["name"] == "etcd"])
     with contextlib.suppress(FileNotFoundError):
         (state_dir / "pids.json").unlink()
     return killed
@@ -380,9 +382,7 @@ class LocalCluster:
         try:
             self._spawn("etcd", bindir, self._etcd_args(etcd_client, etcd_peer))
             self._spawn("kube-apiserver", bindir, self._apiserver_args(pki, etcd_client, api_port, tokens))
-            self._wait(
-                "etcd /health", lambda: self._http_ok(f"http://127.0.0.1:{etcd_client}/health"), 20
-            )
+            self._wait("etcd /health", lambda: self._http_ok(f"http://127.0.0.1:{etcd_client}/health"), 20)
             self._mark("etcd ready", t0)
             self._wait("kube-apiserver /readyz", lambda: self._api_ok("/readyz"), 60)
             self._mark("kube-apiserver ready", t0)
@@ -401,7 +401,9 @@ class LocalCluster:
             )
             self._mark("kube-controller-manager ready", t0)
             self._wait(
-                "kube-scheduler /healthz", lambda: self._http_ok(f"https://127.0.0.1:{sched_port}/healthz"), 60
+                "kube-scheduler /healthz",
+                lambda: self._http_ok(f"https://127.0.0.1:{sched_port}/healthz"),
+                60,
             )
             self._mark("kube-scheduler ready", t0)
             self._wait("kwok /healthz", lambda: self._http_ok(f"http://127.0.0.1:{kwok_port}/healthz"), 60)
@@ -426,7 +428,9 @@ class LocalCluster:
         records: list[Mapping[str, Any]] = list((data or {}).get("processes", []))
         known = {int(r["pid"]) for r in records}
         records += [p.record for p in self._procs if p.record and int(p.record["pid"]) not in known]
-        _kill_groups(list(reversed(records)))
+        # Clients first, etcd last: an apiserver whose etcd is gone retries until SIGKILLed.
+        _kill_groups([r for r in records if r["name"] != "etcd"], grace=8.0)
+        _kill_groups([r for r in records if r["name"] == "etcd"])
         for p in self._procs:
             if p.popen is not None:
                 with contextlib.suppress(subprocess.TimeoutExpired):
@@ -442,13 +446,13 @@ class LocalCluster:
     def _etcd_args(self, client: int, peer: int) -> list[str]:
         client_url, peer_url = f"http://127.0.0.1:{client}", f"http://127.0.0.1:{peer}"
         return [
-            "--name=default",
+            "--name=wideep-dev",
             f"--data-dir={self.state_dir / 'etcd-data'}",
             f"--listen-client-urls={client_url}",
             f"--advertise-client-urls={client_url}",
             f"--listen-peer-urls={peer_url}",
             f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster=default={peer_url}",
+            f"--initial-cluster=wideep-dev={peer_url}",
             "--unsafe-no-fsync=true",
             "--log-level=warn",
         ]
@@ -596,7 +600,9 @@ class LocalCluster:
             except (OSError, ClusterError, ValueError):
                 pass
             if time.monotonic() > deadline:
-                raise ClusterError(f"timed out after {timeout:.0f}s waiting for {what} (logs: {self.logs_dir})")
+                raise ClusterError(
+                    f"timed out after {timeout:.0f}s waiting for {what} (logs: {self.logs_dir})"
+                )
             time.sleep(delay)
             delay = min(delay * 1.5, 0.25)
 
@@ -753,10 +759,13 @@ class LocalCluster:
 
 def main() -> None:  # pragma: no cover - manual timing helper
     """Start, report start-up time and RSS, stop: ``python -m wideep.devcluster.cluster``."""
-    with LocalCluster(verbose=True) as cluster:
-        time.sleep(2)
+    cluster = LocalCluster(verbose=True)
+    with cluster:
+        time.sleep(5)
         print(f"all ready in {cluster.startup_seconds:.2f}s; RSS {cluster.rss_bytes() / 2**20:.0f} MiB")
         print(json.dumps(cluster.timings, indent=2))
+        t = time.monotonic()
+    print(f"stopped in {time.monotonic() - t:.2f}s")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,565 @@
+"""Decide: (ParallelDeployment, observed children, now) → writes to make and the new status. Pure.
+
+The gang state lives in the object's status (``groupGeneration``, ``createdGeneration``,
+``groupRestarts``, ...), so an operator restart resumes exactly where the last one stopped.
+
+Group generations: every rank pod carries the generation it was created for. A restart or a
+replacement bumps the generation; pods of older generations are deleted, and the new
+generation is created only when no pod of an older one is left, so old and new ranks never
+run together (a mixed DP group hangs vLLM, vllm-serving-facts.md §6).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from wideep.api import constants as c
+from wideep.api import derived
+from wideep.api.models import (
+    Condition,
+    Derived,
+    Failure,
+    ParallelDeploymentStatus,
+    RankStatus,
+)
+from wideep.api.validate import Verdict
+from wideep.planning.planner import HASH_LABEL_CHARS, GroupPlan, format_ranks, plan
+
+MESSAGE_LIMIT = 512
+
+
+@dataclass(frozen=True)
+class EventSpec:
+    reason: str
+    message: str
+    warning: bool = False
+
+
+@dataclass
+class Decision:
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, uid)
+    events: list[EventSpec] = field(default_factory=list)
+    status: dict[str, Any] = field(default_factory=dict)
+    requeue_after: float | None = None
+    plan: GroupPlan | None = None
+    became_ready: bool = False
+    restarted: bool = False
+
+
+def iso(t: dt.datetime) -> str:
+    return t.astimezone(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_iso(s: str | None) -> dt.datetime | None:
+    if not s:
+        return None
+    return dt.datetime.strptime(s, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=dt.UTC)
+
+
+# ----------------------------------------------------------------------------------- pod facts
+
+
+def pod_generation(pod: dict[str, Any]) -> int:
+    raw = (pod["metadata"].get("annotations") or {}).get(c.ANNOTATION_GROUP_GENERATION, "0")
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+def is_terminating(pod: dict[str, Any]) -> bool:
+    return bool(pod["metadata"].get("deletionTimestamp"))
+
+
+def is_ready(pod: dict[str, Any]) -> bool:
+    st = pod.get("status") or {}
+    if st.get("phase") != "Running":
+        return False
+    return any(cd.get("type") == "Ready" and cd.get("status") == "True" for cd in st.get("conditions") or [])
+
+
+def restart_count(pod: dict[str, Any]) -> int:
+    st = pod.get("status") or {}
+    statuses = (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or [])
+    return sum(int(cs.get("restartCount") or 0) for cs in statuses)
+
+
+def unschedulable_message(pod: dict[str, Any]) -> str | None:
+    st = pod.get("status") or {}
+    if st.get("phase") not in (None, "Pending") or pod["spec"].get("nodeName"):
+        return None
+    for cd in st.get("conditions") or []:
+        if (
+            cd.get("type") == "PodScheduled"
+            and cd.get("status") == "False"
+            and cd.get("reason") == "Unschedulable"
+        ):
+            return str(cd.get("message") or "Unschedulable")
+    return None
+
+
+def failure_of(pod: dict[str, Any], now: dt.datetime, reason_if_missing: str) -> Failure:
+    """The forensics of a failed pod: its failed container's termination state."""
+    st = pod.get("status") or {}
+    meta = pod["metadata"]
+    statuses = (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
+    best: Failure | None = None
+    for cs in statuses:
+        for key in ("terminated",):
+            term = (cs.get("state") or {}).get(key) or (cs.get("lastState") or {}).get(key)
+            if term and (term.get("exitCode") not in (None, 0) or best is None):
+                best = Failure(
+                    reason=str(term.get("reason") or "Error"),
+                    exit_code=term.get("exitCode"),
+                    message=str(term.get("message") or "")[-MESSAGE_LIMIT:],
+                    container=cs.get("name"),
+                )
+    if best is None:
+        best = Failure(
+            reason=str(st.get("reason") or reason_if_missing),
+            message=str(st.get("message") or "")[:MESSAGE_LIMIT],
+        )
+    best.time = iso(now)
+    best.pod = meta.get("name")
+    best.group_generation = pod_generation(pod)
+    return best
+
+
+def _describe(f: Failure) -> str:
+    parts = [f.reason or "Failed"]
+    if f.exit_code is not None:
+        parts.append(f"exit code {f.exit_code}")
+    if f.container:
+        parts.append(f"container {f.container}")
+    text = ", ".join(parts)
+    if f.message:
+        text += f": {f.message.strip().splitlines()[-1][:200] if f.message.strip() else ''}"
+    return text
+
+
+# ----------------------------------------------------------------------------------- conditions
+
+
+def set_condition(
+    prev: list[Condition],
+    type_: str,
+    status: bool,
+    reason: str,
+    message: str,
+    generation: int,
+    now: dt.datetime,
+) -> Condition:
+    st: Literal["True", "False"] = "True" if status else "False"
+    message = message[:MESSAGE_LIMIT]
+    for old in prev:
+        if old.type == type_:
+            ltt = old.last_transition_time if old.status == st else iso(now)
+            return Condition(
+                type=type_,
+                status=st,
+                reason=reason,
+                message=message,
+                last_transition_time=ltt,
+                observed_generation=generation,
+            )
+    return Condition(
+        type=type_,
+        status=st,
+        reason=reason,
+        message=message,
+        last_transition_time=iso(now),
+        observed_generation=generation,
+    )
+
+
+def _cond(conds: list[Condition], type_: str) -> Condition | None:
+    return next((x for x in conds if x.type == type_), None)
+
+
+def backoff_seconds(restarts_done: int, base: int, cap: int) -> float:
+    """Wait before restart number restarts_done+1: none for the first, then base·2^(k-1), capped."""
+    if restarts_done <= 0:
+        return 0.0
+    return float(min(cap, base * (2 ** (restarts_done - 1))))
+
+
+def _pod_differs(observed: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """In-place differences the operator applies: labels and annotations (the spec is immutable)."""
+    om, dm = observed["metadata"], desired["metadata"]
+    for key in ("labels", "annotations"):
+        have = om.get(key) or {}
+        if any(have.get(k) != v for k, v in (dm.get(key) or {}).items()):
+            return True
+    return False
+
+
+def _service_differs(observed: dict[str, Any], desired: dict[str, Any]) -> bool:
+    os_, ds = observed.get("spec") or {}, desired["spec"]
+    if os_.get("selector") != ds["selector"]:
+        return True
+    have_ports = sorted((p.get("name"), p.get("port"), p.get("targetPort")) for p in os_.get("ports") or [])
+    want_ports = sorted((p["name"], p["port"], p["targetPort"]) for p in ds["ports"])
+    if have_ports != want_ports:
+        return True
+    if bool(os_.get("publishNotReadyAddresses")) != bool(ds.get("publishNotReadyAddresses")):
+        return True
+    labels = observed["metadata"].get("labels") or {}
+    return any(labels.get(k) != v for k, v in desired["metadata"]["labels"].items())
+
+
+# ----------------------------------------------------------------------------------- decide
+
+
+def decide(
+    pdep: dict[str, Any],
+    verdict: Verdict,
+    pods: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    now: dt.datetime,
+) -> Decision:
+    meta = pdep["metadata"]
+    generation = int(meta.get("generation") or 0)
+    prev = ParallelDeploymentStatus.model_validate(pdep.get("status") or {})
+    st = prev.model_copy(deep=True)
+    conds = list(prev.conditions)
+    d = Decision()
+
+    if not verdict.ok:
+        msg = "; ".join(str(i) for i in verdict.errors)
+        old_valid = _cond(conds, c.COND_VALID)
+        if old_valid is None or old_valid.status != "False" or old_valid.observed_generation != generation:
+            d.events.append(
+                EventSpec(c.EVENT_INVALID_SPEC, f"spec refused, running group left untouched: {msg}", True)
+            )
+        new_valid = set_condition(conds, c.COND_VALID, False, c.REASON_INVALID_SPEC, msg, generation, now)
+        st.conditions = [new_valid if x.type == c.COND_VALID else x for x in conds]
+        if _cond(conds, c.COND_VALID) is None:
+            st.conditions.append(new_valid)
+        st.observed_generation = generation
+        d.status = st.model_dump(mode="json", by_alias=True, exclude_none=True)
+        return d
+
+    assert verdict.obj is not None
+    spec = verdict.obj.spec
+    pc = spec.parallel_config
+    policy = spec.restart_policy
+    # Budget resets: a spec change, or a new value of the retry annotation.
+    if prev.restart_generation != generation:
+        st.restart_generation = generation
+        st.group_restarts = 0
+    retry = (meta.get("annotations") or {}).get(c.ANNOTATION_RETRY)
+    if retry is not None and retry != prev.retry_token:
+        st.retry_token = retry
+        st.group_restarts = 0
+        if prev.retry_token is not None or prev.group_restarts:
+            d.events.append(
+                EventSpec(
+                    c.EVENT_GROUP_RESTARTED,
+                    f"retry requested ({c.ANNOTATION_RETRY}={retry}): restart budget reset",
+                )
+            )
+
+    gen = st.group_generation
+    if gen == 0:
+        gen = 1
+        st.last_group_change = "Created"
+        st.group_created_time = iso(now)
+        d.events.append(
+            EventSpec(
+                c.EVENT_GROUP_CREATED,
+                f"creating {derived.pods(pc)} rank pods ({derived.layout(pc).value}, DP={pc.data_parallel_size}, "
+                f"{derived.gpus_per_pod(pc)} GPUs each)",
+            )
+        )
+    the_plan = plan(verdict.obj, group_generation=gen)
+    desired = {p.name: p for p in the_plan.pods}
+    tpl_label = the_plan.template_hash[:HASH_LABEL_CHARS]
+    cfg_label = the_plan.config_hash[:HASH_LABEL_CHARS]
+
+    current = [p for p in pods if pod_generation(p) == gen]
+    stale = [
+        p
+        for p in current
+        if not is_terminating(p)
+        and (
+            (p["metadata"].get("labels") or {}).get(c.LABEL_TEMPLATE_HASH) != tpl_label
+            or (p["metadata"].get("labels") or {}).get(c.LABEL_CONFIG_HASH) != cfg_label
+            or p["metadata"]["name"] not in desired
+        )
+    ]
+    rank_failures: dict[str, Failure] = {}
+
+    if stale and gen > 0:
+        old_cfg = (stale[0]["metadata"].get("labels") or {}).get(c.LABEL_CONFIG_HASH, "?")
+        why = "vLLM config hash changed" if old_cfg != cfg_label else "pod template changed"
+        gen += 1
+        st.last_group_change = "Replaced"
+        st.group_created_time = iso(now)
+        d.events.append(
+            EventSpec(
+                c.EVENT_GROUP_REPLACED,
+                f"{why}: replacing the whole group ({len(current)} old pods deleted first, then "
+                f"{len(the_plan.pods)} new pods; old and new ranks never run together)",
+            )
+        )
+        the_plan = plan(verdict.obj, group_generation=gen)
+        desired = {p.name: p for p in the_plan.pods}
+        current = []
+    else:
+        # Incident detection on the current generation.
+        failed = [
+            p
+            for p in current
+            if (p.get("status") or {}).get("phase") == "Failed" or restart_count(p) > 0 or is_terminating(p)
+        ]
+        missing = []
+        if st.created_generation == gen:
+            present = {p["metadata"]["name"] for p in current}
+            missing = [n for n in desired if n not in present]
+        if failed or missing:
+            for p in failed:
+                reason = "Deleted" if is_terminating(p) else "Failed"
+                rank_failures[p["metadata"]["name"]] = failure_of(p, now, reason)
+            for n in missing:
+                rank_failures[n] = Failure(
+                    reason="Deleted",
+                    message="rank pod was deleted or evicted",
+                    time=iso(now),
+                    pod=n,
+                    group_generation=gen,
+                )
+            # One Warning event per failed rank, once: a failure already recorded in status is not new.
+            known = {
+                (r.last_failure.pod, r.last_failure.group_generation) for r in prev.ranks if r.last_failure
+            }
+            for pod_name_, f in rank_failures.items():
+                if (pod_name_, f.group_generation) not in known:
+                    d.events.append(
+                        EventSpec(c.EVENT_RANK_FAILED, f"rank pod {pod_name_} failed: {_describe(f)}", True)
+                    )
+            first = next(iter(rank_failures.items()))
+            verb = "was deleted" if first[1].reason == "Deleted" else f"failed ({first[1].reason})"
+            incident = f"rank pod {first[0]} {verb}" + (
+                f" (+{len(rank_failures) - 1} more)" if len(rank_failures) > 1 else ""
+            )
+            if policy.policy == "Never":
+                st.last_restart_reason = incident
+            elif st.group_restarts >= policy.max_restarts:
+                ready = _cond(conds, c.COND_READY)
+                if ready is None or ready.reason != c.REASON_RESTART_BUDGET_EXHAUSTED:
+                    d.events.append(
+                        EventSpec(
+                            c.EVENT_BUDGET_EXHAUSTED,
+                            f"{incident}; restart budget of {policy.max_restarts} exhausted: no more restarts until "
+                            f"the spec changes or the annotation {c.ANNOTATION_RETRY} gets a new value",
+                            True,
+                        )
+                    )
+                st.last_restart_reason = incident
+            else:
+                wait = backoff_seconds(st.group_restarts, policy.backoff_seconds, policy.max_backoff_seconds)
+                last = parse_iso(st.last_restart_time)
+                due = (last + dt.timedelta(seconds=wait)) if (last and wait) else now
+                if due > now:
+                    d.requeue_after = (due - now).total_seconds()
+                    st.last_restart_reason = incident
+                else:
+                    gen += 1
+                    st.group_restarts += 1
+                    st.last_restart_time = iso(now)
+                    st.last_restart_reason = incident
+                    st.last_group_change = "Restarted"
+                    st.group_created_time = iso(now)
+                    d.restarted = True
+                    d.events.append(
+                        EventSpec(
+                            c.EVENT_GROUP_RESTARTED,
+                            f"{incident}: recreating all {len(desired)} rank pods as a gang "
+                            f"(restart {st.group_restarts}/{policy.max_restarts})",
+                            True,
+                        )
+                    )
+                    the_plan = plan(verdict.obj, group_generation=gen)
+                    desired = {p.name: p for p in the_plan.pods}
+                    current = []
+
+    st.group_generation = gen
+    d.plan = the_plan
+
+    # ---- actions: delete old generations, then create the new one once they are gone.
+    old = [
+        p
+        for p in pods
+        if pod_generation(p) < gen or (pod_generation(p) == gen and p["metadata"]["name"] not in desired)
+    ]
+    for p in old:
+        if not is_terminating(p):
+            d.delete.append(("Pod", p["metadata"]["name"], p["metadata"]["uid"]))
+    by_name_current = {
+        p["metadata"]["name"]: p
+        for p in pods
+        if pod_generation(p) == gen and p["metadata"]["name"] in desired
+    }
+    exhausted_or_stopped = False
+    if not old:
+        failed_now = any(
+            (p.get("status") or {}).get("phase") == "Failed" or is_terminating(p) or restart_count(p) > 0
+            for p in by_name_current.values()
+        )
+        exhausted_or_stopped = bool(rank_failures) and not d.restarted
+        for n, pp in desired.items():
+            obs = by_name_current.get(n)
+            if obs is None:
+                if st.created_generation == gen and (exhausted_or_stopped or d.requeue_after is not None):
+                    continue  # a failed group waits for its restart; it is not refilled pod by pod
+                if failed_now and st.created_generation == gen:
+                    continue
+                d.apply.append(pp.body)
+            elif not is_terminating(obs) and _pod_differs(obs, pp.body):
+                d.apply.append(pp.body)
+        if (
+            by_name_current
+            and len(by_name_current) == len(desired)
+            and not any(is_terminating(p) for p in by_name_current.values())
+        ):
+            st.created_generation = gen
+    desired_svcs = {s["metadata"]["name"]: s for s in the_plan.services}
+    observed_svcs = {s["metadata"]["name"]: s for s in services}
+    for n, s in desired_svcs.items():
+        if n not in observed_svcs or _service_differs(observed_svcs[n], s):
+            d.apply.append(s)
+    for n, s in observed_svcs.items():
+        if n not in desired_svcs and not s["metadata"].get("deletionTimestamp"):
+            d.delete.append(("Service", n, s["metadata"]["uid"]))
+
+    # ---- status
+    prev_ranks = {r.pod: r for r in prev.ranks}
+    ranks: list[RankStatus] = []
+    ready_ranks = 0
+    unschedulable: list[str] = []
+    waiting = 0
+    for pp in the_plan.pods:
+        obs = by_name_current.get(pp.name)
+        last_failure = rank_failures.get(pp.name) or (
+            prev_ranks[pp.name].last_failure if pp.name in prev_ranks else None
+        )
+        r = RankStatus(
+            rank=pp.dp_ranks[0],
+            ranks=format_ranks(pp.dp_ranks) if len(pp.dp_ranks) > 1 else None,
+            pod=pp.name,
+            last_failure=last_failure,
+        )
+        if obs is not None:
+            pst = obs.get("status") or {}
+            r.phase = "Terminating" if is_terminating(obs) else str(pst.get("phase") or "Pending")
+            r.node = obs["spec"].get("nodeName")
+            r.ready = is_ready(obs) and not is_terminating(obs)
+            r.restarts = restart_count(obs)
+            if r.ready:
+                ready_ranks += len(pp.dp_ranks)
+            else:
+                waiting += 1
+            why = unschedulable_message(obs)
+            if why is not None:
+                unschedulable.append(why)
+        ranks.append(r)
+    st.ranks = ranks
+    all_ready = len(by_name_current) == len(desired) and all(r.ready for r in ranks) and not old
+    total = pc.data_parallel_size
+    st.total_ranks = total
+    st.ready_ranks = ready_ranks
+    st.ready = f"{ready_ranks}/{total}"
+    st.replicas = total
+    st.selector = the_plan.selector
+    st.config_hash = the_plan.config_hash
+    st.derived = Derived(
+        layout=the_plan.layout.value,
+        world_size=derived.world_size(pc),
+        world_size_across_dp=derived.world_size_across_dp(pc),
+        sequence_parallel_moe=derived.sequence_parallel_moe(pc),
+        pods=len(the_plan.pods),
+        gpus_per_pod=the_plan.gpus_per_pod,
+        all2all_backend=derived.effective_all2all(pc),
+        master_address=the_plan.master_address,
+    )
+    st.observed_generation = generation
+
+    def setc(type_: str, ok: bool, reason: str, message: str) -> Condition:
+        return set_condition(conds, type_, ok, reason, message, generation, now)
+
+    valid = setc(c.COND_VALID, True, c.REASON_SPEC_VALID, "; ".join(verdict.warnings) or "spec is valid")
+    exhausted = (
+        bool(rank_failures)
+        and policy.policy == "RecreateGroup"
+        and not d.restarted
+        and d.requeue_after is None
+        and not old
+    )
+    if exhausted:
+        msg = f"{st.last_restart_reason}; restart budget of {policy.max_restarts} exhausted (set annotation {c.ANNOTATION_RETRY} to retry)"
+        ready = setc(c.COND_READY, False, c.REASON_RESTART_BUDGET_EXHAUSTED, msg)
+        progressing = setc(c.COND_PROGRESSING, False, c.REASON_RESTART_BUDGET_EXHAUSTED, msg)
+        degraded = setc(c.COND_DEGRADED, True, c.REASON_RESTART_BUDGET_EXHAUSTED, msg)
+    elif rank_failures and policy.policy == "Never":
+        msg = f"{st.last_restart_reason}; restartPolicy Never: the group is left as it is"
+        ready = setc(c.COND_READY, False, c.REASON_RANK_FAILED, msg)
+        progressing = setc(c.COND_PROGRESSING, False, c.REASON_RESTARTS_DISABLED, msg)
+        degraded = setc(c.COND_DEGRADED, True, c.REASON_RANK_FAILED, msg)
+    elif all_ready:
+        msg = f"all {total} DP ranks ready in {len(desired)} pods"
+        ready = setc(c.COND_READY, True, c.REASON_ALL_RANKS_READY, msg)
+        progressing = setc(c.COND_PROGRESSING, False, c.REASON_STABLE, msg)
+        degraded = setc(c.COND_DEGRADED, False, c.REASON_HEALTHY, msg)
+    else:
+        degraded_flag = False
+        if d.requeue_after is not None and rank_failures:
+            reason, msg = (
+                c.REASON_RESTART_BACKOFF,
+                f"{st.last_restart_reason}; group restart in {d.requeue_after:.0f}s (backoff)",
+            )
+            degraded_flag = True
+        elif old and st.last_group_change == "Replaced":
+            reason, msg = (
+                c.REASON_ROLLING_OUT,
+                f"replacing the group: waiting for {len(old)} old pods to be deleted",
+            )
+        elif old and st.last_group_change == "Restarted":
+            reason, msg = (
+                c.REASON_GROUP_RESTARTING,
+                f"{st.last_restart_reason}; waiting for {len(old)} old pods to be deleted",
+            )
+            degraded_flag = True
+        elif unschedulable:
+            gpus = len(unschedulable) * the_plan.gpus_per_pod
+            reason = c.REASON_INSUFFICIENT_CAPACITY
+            msg = (
+                f"{len(unschedulable)} of {len(desired)} rank pods unschedulable: {gpus} more nvidia.com/gpu needed "
+                f"({the_plan.gpus_per_pod} per pod); scheduler: {unschedulable[0]}"
+            )
+        elif len(by_name_current) < len(desired):
+            reason, msg = c.REASON_CREATING, f"{len(by_name_current)}/{len(desired)} rank pods created"
+        else:
+            reason, msg = c.REASON_WAITING_FOR_RANKS, f"{ready_ranks}/{total} DP ranks ready"
+        ready = setc(
+            c.COND_READY,
+            False,
+            reason if reason != c.REASON_WAITING_FOR_RANKS else c.REASON_RANKS_NOT_READY,
+            msg,
+        )
+        progressing = setc(c.COND_PROGRESSING, True, reason, msg)
+        degraded = setc(
+            c.COND_DEGRADED,
+            degraded_flag,
+            c.REASON_RANK_FAILED if degraded_flag else c.REASON_HEALTHY,
+            msg if degraded_flag else "no failed ranks",
+        )
+    st.conditions = [valid, ready, progressing, degraded]
+    prev_ready = _cond(conds, c.COND_READY)
+    d.became_ready = ready.status == "True" and (prev_ready is None or prev_ready.status != "True")
+    if d.became_ready:
+        d.events.append(EventSpec(c.EVENT_GROUP_READY, ready.message))
+    d.status = st.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return d

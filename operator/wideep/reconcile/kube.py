@@ -1,0 +1,332 @@
+"""A small async Kubernetes REST client: server-side apply, delete, list, status, events.
+
+The reconciler's writes go through here, over one pooled aiohttp session, so the number of
+write calls is countable (``KubeClient.writes``) and concurrency is bounded in one place.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import ssl
+import tempfile
+from collections import Counter
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote, urlencode
+
+import aiohttp
+import yaml
+
+from wideep.api import constants as c
+
+SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+
+
+class KubeError(Exception):
+    def __init__(self, status: int, reason: str, message: str, body: dict[str, Any] | None = None) -> None:
+        super().__init__(f"{status} {reason}: {message}")
+        self.status = status
+        self.reason = reason
+        self.message = message
+        self.body = body or {}
+
+
+@dataclass(frozen=True)
+class Credentials:
+    server: str
+    ca_path: str | None = None
+    token: str | None = None
+    token_path: str | None = None
+    cert_path: str | None = None
+    key_path: str | None = None
+    insecure: bool = False
+    namespace: str | None = None
+
+    def bearer(self) -> str | None:
+        if self.token_path:
+            return Path(self.token_path).read_text().strip()  # projected tokens rotate: re-read
+        return self.token
+
+    def ssl_context(self) -> ssl.SSLContext | bool:
+        if self.insecure:
+            return False
+        ctx = (
+            ssl.create_default_context(cafile=self.ca_path) if self.ca_path else ssl.create_default_context()
+        )
+        if self.cert_path and self.key_path:
+            ctx.load_cert_chain(self.cert_path, self.key_path)
+        return ctx
+
+
+def _materialise(data_b64: str, suffix: str) -> str:
+    fd, path = tempfile.mkstemp(prefix="wideep-", suffix=suffix)
+    with os.fdopen(fd, "wb") as f:
+        f.write(base64.b64decode(data_b64))
+    os.chmod(path, 0o600)
+    return path
+
+
+def load_credentials() -> Credentials:
+    """In-cluster ServiceAccount, else $KUBECONFIG / ~/.kube/config (current context)."""
+    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
+    if host and port and (SA_DIR / "token").exists() and not os.environ.get("KUBECONFIG"):
+        ns_file = SA_DIR / "namespace"
+        return Credentials(
+            server=f"https://{host}:{port}",
+            ca_path=str(SA_DIR / "ca.crt"),
+            token_path=str(SA_DIR / "token"),
+            namespace=ns_file.read_text().strip() if ns_file.exists() else None,
+        )
+    path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube" / "config")
+    cfg = yaml.safe_load(Path(path).read_text()) or {}
+    ctx_name = cfg.get("current-context")
+    contexts = {x["name"]: x.get("context") or {} for x in cfg.get("contexts", [])}
+    if ctx_name not in contexts:
+        raise RuntimeError(f"kubeconfig {path}: current-context {ctx_name!r} not found")
+    ctx = contexts[ctx_name]
+    cluster = {x["name"]: x.get("cluster") or {} for x in cfg.get("clusters", [])}[ctx["cluster"]]
+    user = {x["name"]: x.get("user") or {} for x in cfg.get("users", [])}[ctx["user"]]
+    base = Path(path).parent
+
+    def rel(p: str | None) -> str | None:
+        return None if p is None else str(base / p) if not os.path.isabs(p) else p
+
+    ca = rel(cluster.get("certificate-authority"))
+    if cluster.get("certificate-authority-data"):
+        ca = _materialise(cluster["certificate-authority-data"], ".crt")
+    cert = rel(user.get("client-certificate"))
+    if user.get("client-certificate-data"):
+        cert = _materialise(user["client-certificate-data"], ".crt")
+    key = rel(user.get("client-key"))
+    if user.get("client-key-data"):
+        key = _materialise(user["client-key-data"], ".key")
+    token = user.get("token")
+    token_path = rel(user.get("tokenFile"))
+    return Credentials(
+        server=cluster["server"].rstrip("/"),
+        ca_path=ca,
+        token=token,
+        token_path=token_path,
+        cert_path=cert,
+        key_path=key,
+        insecure=bool(cluster.get("insecure-skip-tls-verify")),
+        namespace=ctx.get("namespace"),
+    )
+
+
+# --------------------------------------------------------------------------------------- paths
+
+_CORE = {"Pod": "pods", "Service": "services", "Event": "events"}
+
+
+def resource_path(kind: str, namespace: str, name: str | None = None, subresource: str | None = None) -> str:
+    if kind == c.KIND:
+        base = f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{namespace}/{c.PLURAL}"
+    else:
+        base = f"/api/v1/namespaces/{namespace}/{_CORE[kind]}"
+    if name is not None:
+        base += "/" + quote(name)
+    if subresource:
+        base += "/" + subresource
+    return base
+
+
+class KubeClient:
+    """One session, bounded concurrency, counted writes."""
+
+    def __init__(
+        self, creds: Credentials, concurrency: int = 64, field_manager: str = c.FIELD_MANAGER
+    ) -> None:
+        self.creds = creds
+        self.field_manager = field_manager
+        self._sem = asyncio.Semaphore(concurrency)
+        self._concurrency = concurrency
+        self._session: aiohttp.ClientSession | None = None
+        self.writes: Counter[str] = Counter()
+        self.reads: Counter[str] = Counter()
+
+    async def __aenter__(self) -> KubeClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def _get_session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            conn = aiohttp.TCPConnector(ssl=self.creds.ssl_context(), limit=self._concurrency)
+            self._session = aiohttp.ClientSession(
+                connector=conn, timeout=aiohttp.ClientTimeout(total=60, connect=10)
+            )
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def request(
+        self,
+        method: str,
+        path: str,
+        *,
+        params: dict[str, str] | None = None,
+        body: Any = None,
+        content_type: str = "application/json",
+        write_kind: str | None = None,
+        retries: int = 4,
+    ) -> Any:
+        url = self.creds.server + path
+        if params:
+            url += "?" + urlencode(params)
+        headers = {"Accept": "application/json"}
+        token = self.creds.bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        data = None
+        if body is not None:
+            headers["Content-Type"] = content_type
+            data = json.dumps(body, separators=(",", ":")).encode()
+        delay = 0.2
+        for attempt in range(retries + 1):
+            try:
+                async with self._sem:
+                    if write_kind is not None:
+                        self.writes[write_kind] += 1
+                    else:
+                        self.reads[method] += 1
+                    async with self._get_session().request(method, url, data=data, headers=headers) as resp:
+                        text = await resp.text()
+                        if resp.status < 400:
+                            return json.loads(text) if text else {}
+                        try:
+                            status_body = json.loads(text)
+                        except ValueError:
+                            status_body = {"message": text}
+                        err = KubeError(
+                            resp.status,
+                            str(status_body.get("reason", resp.reason)),
+                            str(status_body.get("message", text)),
+                            status_body,
+                        )
+                        if resp.status in (429, 500, 502, 503, 504) and attempt < retries:
+                            retry_after = resp.headers.get("Retry-After")
+                            await asyncio.sleep(float(retry_after) if retry_after else delay)
+                            delay = min(delay * 2, 5.0)
+                            continue
+                        raise err
+            except (TimeoutError, aiohttp.ClientConnectionError) as exc:
+                if attempt >= retries:
+                    raise KubeError(0, "ConnectionError", str(exc) or type(exc).__name__) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
+        raise AssertionError("unreachable")
+
+    # ---- verbs
+
+    async def apply(self, obj: dict[str, Any], *, force: bool = True) -> dict[str, Any]:
+        """Server-side apply under the operator's field manager."""
+        meta = obj["metadata"]
+        path = resource_path(obj["kind"], meta["namespace"], meta["name"])
+        params = {"fieldManager": self.field_manager, "force": "true" if force else "false"}
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            path,
+            params=params,
+            body=obj,
+            content_type="application/apply-patch+yaml",
+            write_kind=f"apply/{obj['kind']}",
+        )
+        return result
+
+    async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
+        body = {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "metadata": {"name": name, "namespace": namespace},
+            "status": status,
+        }
+        path = resource_path(c.KIND, namespace, name, "status")
+        params = {"fieldManager": self.field_manager, "force": "true"}
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            path,
+            params=params,
+            body=body,
+            content_type="application/apply-patch+yaml",
+            write_kind="status",
+        )
+        return result
+
+    async def delete(self, kind: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete; returns False when it was already gone (or replaced: the uid precondition failed)."""
+        body: dict[str, Any] = {
+            "apiVersion": "v1",
+            "kind": "DeleteOptions",
+            "propagationPolicy": "Background",
+        }
+        if uid:
+            body["preconditions"] = {"uid": uid}
+        try:
+            await self.request(
+                "DELETE", resource_path(kind, namespace, name), body=body, write_kind=f"delete/{kind}"
+            )
+        except KubeError as exc:
+            if exc.status in (404, 409):
+                return False
+            raise
+        return True
+
+    async def get(self, kind: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            result: dict[str, Any] = await self.request("GET", resource_path(kind, namespace, name))
+        except KubeError as exc:
+            if exc.status == 404:
+                return None
+            raise
+        return result
+
+    async def list(
+        self, kind: str, namespace: str, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
+        params = {"labelSelector": label_selector} if label_selector else None
+        result = await self.request("GET", resource_path(kind, namespace), params=params)
+        items: list[dict[str, Any]] = result.get("items", [])
+        return items
+
+    async def event(
+        self,
+        involved: dict[str, Any],
+        reason: str,
+        message: str,
+        *,
+        warning: bool = False,
+        now: str,
+    ) -> None:
+        meta = involved["metadata"]
+        body = {
+            "apiVersion": "v1",
+            "kind": "Event",
+            "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+            "involvedObject": {
+                "apiVersion": involved.get("apiVersion", c.API_VERSION),
+                "kind": involved.get("kind", c.KIND),
+                "name": meta["name"],
+                "namespace": meta["namespace"],
+                "uid": meta.get("uid"),
+                "resourceVersion": meta.get("resourceVersion"),
+            },
+            "reason": reason,
+            "message": message[:1024],
+            "type": "Warning" if warning else "Normal",
+            "source": {"component": "wideep-operator"},
+            "reportingComponent": "wideep.dev/operator",
+            "reportingInstance": os.environ.get("HOSTNAME", "wideep-operator"),
+            "firstTimestamp": now,
+            "lastTimestamp": now,
+            "count": 1,
+        }
+        await self.request("POST", resource_path("Event", meta["namespace"]), body=body, write_kind="event")

@@ -1,0 +1,135 @@
+"""Observe → decide → act for one ParallelDeployment."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from wideep.api import constants as c
+from wideep.api.validate import validate_object
+
+from .decide import Decision, decide, iso, parse_iso
+from .kube import KubeClient, KubeError
+from .metrics import Metrics
+from .state import Cache, Key, WorkQueue
+
+log = logging.getLogger("wideep.reconcile")
+
+RESYNC_SECONDS = 60.0
+ERROR_BACKOFF_SECONDS = 5.0
+
+
+def _status_equal(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
+    return (a or {}) == b
+
+
+class Reconciler:
+    def __init__(
+        self,
+        kube: KubeClient,
+        cache: Cache,
+        queue: WorkQueue,
+        metrics: Metrics,
+        clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+    ) -> None:
+        self.kube = kube
+        self.cache = cache
+        self.queue = queue
+        self.metrics = metrics
+        self.clock = clock
+        self._apply_errors: dict[Key, str] = {}
+
+    async def process(self, key: Key) -> None:
+        started = time.perf_counter()
+        try:
+            delay = await self.reconcile(key)
+        except Exception as exc:
+            self.metrics.reconcile_errors.inc()
+            log.warning(
+                "reconcile of %s/%s failed, retrying in %.0fs: %s", key[0], key[1], ERROR_BACKOFF_SECONDS, exc
+            )
+            self.queue.add_after(key, ERROR_BACKOFF_SECONDS)
+            return
+        finally:
+            self.metrics.reconcile_duration.observe(time.perf_counter() - started)
+        if key in self.cache.pdeps:
+            self.queue.add_after(key, delay if delay is not None else RESYNC_SECONDS)
+
+    async def reconcile(self, key: Key) -> float | None:
+        pdep = self.cache.pdeps.get(key)
+        if pdep is None or pdep["metadata"].get("deletionTimestamp"):
+            return None  # children carry ownerReferences: the garbage collector removes them
+        uid = pdep["metadata"]["uid"]
+        now = self.clock()
+        verdict = validate_object(pdep)
+        pods = self.cache.owned("Pod", key, uid)
+        services = self.cache.owned("Service", key, uid)
+        d = decide(pdep, verdict, pods, services, now)
+        await self._act(key, pdep, d, now)
+        return d.requeue_after
+
+    async def _act(self, key: Key, pdep: dict[str, Any], d: Decision, now: dt.datetime) -> None:
+        ns, name = key
+        for ev in d.events:
+            await self._event(pdep, ev.reason, ev.message, ev.warning, now)
+        if d.restarted:
+            self.metrics.group_restarts.labels(ns, name).inc()
+        # Deletes first (old generations), then creates; never both for pods in one pass by construction.
+        if d.delete:
+            deleted = await asyncio.gather(
+                *(self.kube.delete(kind, ns, n, uid) for kind, n, uid in d.delete), return_exceptions=True
+            )
+            for (kind, n, uid), outcome in zip(d.delete, deleted, strict=True):
+                if isinstance(outcome, BaseException):
+                    raise outcome
+                self.cache.mark_deleting(kind, key, n, uid, iso(now))
+                self.metrics.api_writes.labels(f"delete/{kind}").inc()
+        failed: list[str] = []
+        if d.apply:
+            applied = await asyncio.gather(*(self.kube.apply(o) for o in d.apply), return_exceptions=True)
+            for obj, res in zip(d.apply, applied, strict=True):
+                self.metrics.api_writes.labels(f"apply/{obj['kind']}").inc()
+                if isinstance(res, KubeError) and res.status in (400, 403, 422):
+                    failed.append(f"{obj['kind']} {obj['metadata']['name']}: {res.message}")
+                elif isinstance(res, BaseException):
+                    raise res
+                else:
+                    self.cache.put_child(res)
+        status = d.status
+        if failed:
+            msg = failed[0] + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
+            if self._apply_errors.get(key) != msg:
+                self._apply_errors[key] = msg
+                await self._event(pdep, "ApplyFailed", msg, True, now)
+            for cond in status.get("conditions", []):
+                if cond["type"] == c.COND_PROGRESSING:
+                    cond["message"] = f"the API server refused the planned objects: {msg}"[:512]
+            self.queue.add_after(key, 10.0)
+        else:
+            self._apply_errors.pop(key, None)
+        if not _status_equal(pdep.get("status"), status):
+            updated = await self.kube.apply_status(ns, name, status)
+            self.metrics.api_writes.labels("status").inc()
+            self.cache.put_pdep(updated)
+        if d.became_ready:
+            created = parse_iso(status.get("groupCreatedTime"))
+            if created is not None:
+                self.metrics.time_to_ready.observe(max(0.0, (now - created).total_seconds()))
+        self.metrics.ranks_ready.labels(ns, name).set(status.get("readyRanks") or 0)
+        self.metrics.ranks_total.labels(ns, name).set(status.get("totalRanks") or 0)
+
+    async def _event(
+        self, pdep: dict[str, Any], reason: str, message: str, warning: bool, now: dt.datetime
+    ) -> None:
+        (log.warning if warning else log.info)(
+            "%s/%s: %s: %s", pdep["metadata"]["namespace"], pdep["metadata"]["name"], reason, message
+        )
+        try:
+            await self.kube.event(pdep, reason, message, warning=warning, now=iso(now))
+            self.metrics.api_writes.labels("event").inc()
+        except KubeError as exc:  # events are best effort
+            log.debug("event %s not posted: %s", reason, exc)

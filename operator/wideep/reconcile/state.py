@@ -1,0 +1,156 @@
+"""In-memory view of the cluster fed by the watches, and a de-duplicating work queue."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from wideep.api import constants as c
+
+Key = tuple[str, str]  # (namespace, name) of a ParallelDeployment
+
+
+def _rv(obj: dict[str, Any]) -> int:
+    try:
+        return int(obj["metadata"].get("resourceVersion") or 0)
+    except (TypeError, ValueError):
+        return 0
+
+
+def owner_key(obj: dict[str, Any]) -> Key | None:
+    meta = obj.get("metadata") or {}
+    name = (meta.get("labels") or {}).get(c.LABEL_DEPLOYMENT)
+    ns = meta.get("namespace")
+    if not name or not ns:
+        return None
+    return (ns, name)
+
+
+class Cache:
+    """Latest known version of every ParallelDeployment and of every object they own.
+
+    Filled by the watch events and by the responses of our own writes (read-your-writes), and
+    never moved backwards: an older resourceVersion arriving late is ignored.
+    """
+
+    def __init__(self) -> None:
+        self.pdeps: dict[Key, dict[str, Any]] = {}
+        self.children: dict[str, dict[Key, dict[str, dict[str, Any]]]] = {"Pod": {}, "Service": {}}
+
+    def put_pdep(self, obj: dict[str, Any]) -> Key:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        old = self.pdeps.get(key)
+        if old is None or old["metadata"].get("uid") != meta.get("uid") or _rv(obj) >= _rv(old):
+            self.pdeps[key] = obj
+        return key
+
+    def delete_pdep(self, obj: dict[str, Any]) -> Key:
+        meta = obj["metadata"]
+        key = (meta["namespace"], meta["name"])
+        old = self.pdeps.get(key)
+        if old is not None and old["metadata"].get("uid") == meta.get("uid"):
+            del self.pdeps[key]
+        return key
+
+    def put_child(self, obj: dict[str, Any]) -> Key | None:
+        key = owner_key(obj)
+        if key is None:
+            return None
+        bucket = self.children[obj.get("kind") or "Pod"].setdefault(key, {})
+        name = obj["metadata"]["name"]
+        old = bucket.get(name)
+        if old is None or old["metadata"].get("uid") != obj["metadata"].get("uid") or _rv(obj) >= _rv(old):
+            bucket[name] = obj
+        return key
+
+    def delete_child(self, obj: dict[str, Any]) -> Key | None:
+        key = owner_key(obj)
+        if key is None:
+            return None
+        bucket = self.children[obj.get("kind") or "Pod"].get(key, {})
+        name = obj["metadata"]["name"]
+        old = bucket.get(name)
+        if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
+            del bucket[name]
+        return key
+
+    def mark_deleting(self, kind: str, key: Key, name: str, uid: str, now: str) -> None:
+        obj = self.children[kind].get(key, {}).get(name)
+        if obj is not None and obj["metadata"].get("uid") == uid:
+            obj["metadata"]["deletionTimestamp"] = obj["metadata"].get("deletionTimestamp") or now
+
+    def owned(self, kind: str, key: Key, owner_uid: str) -> list[dict[str, Any]]:
+        out = []
+        for obj in self.children[kind].get(key, {}).values():
+            refs = obj["metadata"].get("ownerReferences") or []
+            if any(r.get("uid") == owner_uid for r in refs):
+                out.append(obj)
+        return out
+
+
+class WorkQueue:
+    """Keys to reconcile. A key is never processed by two workers at once; a key added while it is
+    being processed is processed again afterwards; delayed adds are coalesced."""
+
+    def __init__(self) -> None:
+        self._queue: asyncio.Queue[Key] = asyncio.Queue()
+        self._queued: set[Key] = set()
+        self._active: set[Key] = set()
+        self._dirty: set[Key] = set()
+        self._timers: dict[Key, asyncio.TimerHandle] = {}
+        self._tasks: list[asyncio.Task[None]] = []
+
+    def add(self, key: Key) -> None:
+        if key in self._active:
+            self._dirty.add(key)
+            return
+        if key not in self._queued:
+            self._queued.add(key)
+            self._queue.put_nowait(key)
+
+    def add_after(self, key: Key, delay: float) -> None:
+        loop = asyncio.get_running_loop()
+        handle = self._timers.get(key)
+        when = loop.time() + delay
+        if handle is not None and not handle.cancelled() and handle.when() <= when:
+            return
+        if handle is not None:
+            handle.cancel()
+        self._timers[key] = loop.call_at(when, self._fire, key)
+
+    def _fire(self, key: Key) -> None:
+        self._timers.pop(key, None)
+        self.add(key)
+
+    def depth(self) -> int:
+        return self._queue.qsize()
+
+    def start(self, workers: int, process: Callable[[Key], Awaitable[None]]) -> None:
+        for i in range(workers):
+            self._tasks.append(asyncio.create_task(self._worker(process), name=f"wideep-worker-{i}"))
+
+    async def _worker(self, process: Callable[[Key], Awaitable[None]]) -> None:
+        while True:
+            key = await self._queue.get()
+            self._queued.discard(key)
+            self._active.add(key)
+            try:
+                await process(key)
+            finally:
+                self._active.discard(key)
+                if key in self._dirty:
+                    self._dirty.discard(key)
+                    self.add(key)
+
+    async def stop(self) -> None:
+        for t in self._tasks:
+            t.cancel()
+        for t in self._tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await t
+        for h in self._timers.values():
+            h.cancel()
+        self._tasks.clear()
