@@ -120,6 +120,9 @@ def cmd_run(args: argparse.Namespace) -> int:
         metrics_port=args.metrics_port,
         log_format=args.log_format,
         verbose=args.verbose,
+        resync_seconds=args.resync_seconds,
+        workers=args.workers,
+        concurrency=args.concurrency,
     )
 
 
@@ -165,6 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=9090, help="serve Prometheus /metrics on this port (0: off)"
     )
     p.add_argument("--log-format", choices=("json", "plain"), default="json")
+    p.add_argument("--resync-seconds", type=float, default=60.0, help="level-based resync period of every object")
+    p.add_argument("--workers", type=int, default=16, help="ParallelDeployments reconciled at once")
+    p.add_argument("--concurrency", type=int, default=64, help="API calls in flight at once")
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 
@@ -177,6 +183,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["preflight"]:
+        # argparse's REMAINDER does not keep options (--timeout ...): hand them over untouched.
+        return cmd_preflight(argparse.Namespace(rest=argv[1:]))
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

@@ -14,7 +14,7 @@ from . import constants
 from .models import ParallelDeploymentSpec, ParallelDeploymentStatus
 from .rules import CONTAINER_RULES, PARALLEL_CONFIG_RULES, ROOT_RULES, SPEC_RULES, Rule
 
-_DROP = {"title", "deprecated", "additionalProperties", "$defs"}
+_DROP = {"title", "deprecated", "$defs"}
 
 
 def _resolve(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
@@ -42,9 +42,10 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
         if len(options) != 1:
             raise ValueError(f"cannot make a structural schema of anyOf {node['anyOf']}")
         inner = _convert(options[0], defs)
-        for key in ("description", "default"):
-            if key in node and node[key] is not None:
-                inner[key] = node[key]
+        if node.get("description"):
+            inner["description"] = " ".join(str(node["description"]).split())
+        if node.get("default") is not None:
+            inner["default"] = node["default"]
         return inner
     out: dict[str, Any] = {}
     if "description" in node:
@@ -93,15 +94,13 @@ def _convert(node: dict[str, Any], defs: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in out.items() if k not in _DROP}
 
 
-def _cel(rule: Rule, field_path: bool = True) -> dict[str, Any]:
-    out: dict[str, Any] = {
+def _cel(rule: Rule) -> dict[str, Any]:
+    return {
         "rule": rule.cel,
         "message": f"{rule.message} (rule {rule.id})",
         "reason": "FieldValueInvalid",
+        "fieldPath": "." + rule.field,
     }
-    if field_path:
-        out["fieldPath"] = "." + rule.field
-    return out
 
 
 def spec_schema() -> dict[str, Any]:
@@ -207,11 +206,12 @@ def crd() -> dict[str, Any]:
                                     "description": "API version: wideep.dev/v1alpha1.",
                                 },
                                 "kind": {"type": "string", "description": "ParallelDeployment."},
-                                "metadata": {"type": "object"},
+                                # name is declared so the root rule's fieldPath .metadata.name is valid.
+                                "metadata": {"type": "object", "properties": {"name": {"type": "string"}}},
                                 "spec": spec_schema(),
                                 "status": status_schema(),
                             },
-                            "x-kubernetes-validations": [_cel(r, field_path=False) for r in ROOT_RULES],
+                            "x-kubernetes-validations": [_cel(r) for r in ROOT_RULES],
                         }
                     },
                 }

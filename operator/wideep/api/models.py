@@ -141,6 +141,14 @@ class ParallelConfig(_Model):
     """Deprecated: use eplbConfig.logBalancedness. Forwarded there, with a warning."""
 
 
+class _StatusModel(BaseModel):
+    """Status is written by the operator; fields from other operator versions are ignored, not fatal."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", use_attribute_docstrings=True
+    )
+
+
 class EnvVar(_OpenModel):
     """A container environment variable."""
 
@@ -276,7 +284,7 @@ class ParallelDeploymentSpec(_Model):
 # Status
 
 
-class Condition(_Model):
+class Condition(_StatusModel):
     """A kstatus-style condition."""
 
     type: str
@@ -293,7 +301,7 @@ class Condition(_Model):
     """metadata.generation this condition was computed from."""
 
 
-class Failure(_Model):
+class Failure(_StatusModel):
     """Forensics of a rank's last failure, kept after its pod is deleted."""
 
     reason: str = ""
@@ -312,7 +320,7 @@ class Failure(_Model):
     """Group generation of the pod that failed."""
 
 
-class RankStatus(_Model):
+class RankStatus(_StatusModel):
     """One rank pod as last observed."""
 
     rank: int
@@ -333,7 +341,7 @@ class RankStatus(_Model):
     """Last failure of this rank."""
 
 
-class Derived(_Model):
+class Derived(_StatusModel):
     """Values computed from the spec (never typed by the user)."""
 
     layout: str
@@ -348,13 +356,13 @@ class Derived(_Model):
     """Rank pods in the group."""
     gpus_per_pod: int
     """GPUs requested by each rank pod."""
-    all2all_backend: str
+    all2all_backend: str = Field(alias="all2allBackend")
     """Effective all2all backend."""
     master_address: str
     """DNS name other ranks use to reach rank 0."""
 
 
-class ParallelDeploymentStatus(_Model):
+class ParallelDeploymentStatus(_StatusModel):
     """Observed state."""
 
     observed_generation: int | None = None

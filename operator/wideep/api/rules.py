@@ -94,7 +94,18 @@ NAME_PATTERN = r"^[a-z]([-a-z0-9]*[a-z0-9])?$"
 MAX_PODS = 4096
 
 
+def vllm_flag_spelling(arg: str) -> str:
+    """``arg`` as vLLM's FlexibleArgumentParser reads it: in a ``--`` flag's name (up to the first
+    ``=`` or ``.``), underscores are dashes, so ``--data_parallel_size=2`` is ``--data-parallel-size=2``."""
+    if not arg.startswith("--"):
+        return arg
+    key, eq, value = arg.partition("=")
+    name, dot, rest = key[2:].partition(".")
+    return "--" + name.replace("_", "-") + dot + rest + eq + value
+
+
 def is_reserved_arg(arg: str) -> bool:
+    arg = vllm_flag_spelling(arg)
     if any(arg.startswith(p) for p in RESERVED_FLAG_PREFIXES):
         return True
     return any(arg == f or arg.startswith(f + "=") for f in RESERVED_SHORT_FLAGS)
@@ -108,8 +119,22 @@ def _cel_str_list(items: tuple[str, ...]) -> str:
     return "[" + ", ".join(f"'{i}'" for i in items) + "]"
 
 
+def _spellings(prefix: str) -> list[str]:
+    """Every spelling of a ``--`` flag prefix with each dash of its name written as '-' or '_'.
+
+    CEL gets these as plain startsWith checks: a string transformation (replace, matches) per arg
+    costs O(len) and exceeds the CRD's CEL cost budget at 256 args of 8192 characters."""
+    parts = prefix[2:].split("-")
+    out = [parts[0]]
+    for part in parts[1:]:
+        out = [o + sep + part for o in out for sep in "-_"]
+    return ["--" + o for o in out]
+
+
 def _cel_reserved_arg(var: str) -> str:
-    prefixes = " || ".join(f"{var}.startsWith('{p}')" for p in RESERVED_FLAG_PREFIXES)
+    prefixes = " || ".join(
+        f"{var}.startsWith('{s}')" for p in RESERVED_FLAG_PREFIXES for s in _spellings(p)
+    )
     shorts = " || ".join(f"{var} == '{f}' || {var}.startsWith('{f}=')" for f in RESERVED_SHORT_FLAGS)
     return f"{prefixes} || {shorts}"
 

@@ -30,7 +30,9 @@ class Issue:
     rule: str = "schema"
 
     def __str__(self) -> str:
-        return f"{self.path}: {self.message}"
+        if self.rule == "schema":
+            return f"{self.path}: {self.message}"
+        return f"{self.path}: {self.message} (rule {self.rule})"
 
 
 @dataclass
@@ -113,6 +115,23 @@ def _offending(rule_id: str, c: Container) -> str:
     return ", ".join(e.name for e in (c.env or []) if is_reserved_env(e.name))
 
 
+def as_stored(value: Any) -> Any:
+    """The spec as the API server validates it after decoding a client's request.
+
+    Keys whose value is null are dropped (the API server prunes nulls of non-nullable fields before
+    defaulting, so ``dataParallelSize: null`` means unset), and integral floats become ints (kubectl
+    sends YAML's ``2.0`` as JSON ``2``). Everything else is then validated strictly: ``"2"`` for an
+    integer or ``"true"`` for a boolean is refused, as the API server refuses it.
+    """
+    if isinstance(value, dict):
+        return {k: as_stored(v) for k, v in value.items() if v is not None}
+    if isinstance(value, list):
+        return [as_stored(v) for v in value]
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
 def validate_object(obj: dict[str, Any]) -> Verdict:
     """Validate a whole ParallelDeployment object (as a dict, like the API server stores it)."""
     verdict = Verdict()
@@ -129,7 +148,7 @@ def validate_object(obj: dict[str, Any]) -> Verdict:
         verdict.errors.append(Issue("spec", "required field is missing"))
         return verdict
     try:
-        spec = ParallelDeploymentSpec.model_validate(obj["spec"])
+        spec = ParallelDeploymentSpec.model_validate(as_stored(obj["spec"]), strict=True)
     except ValidationError as exc:
         verdict.errors.extend(_pydantic_issues(exc, "spec"))
         return verdict

@@ -472,7 +472,7 @@ class LocalCluster:
             f"--service-account-issuer={SERVICE_ACCOUNT_ISSUER}",
             f"--service-account-key-file={pki.sa_pub}",
             f"--service-account-signing-key-file={pki.sa_key}",
-            "--service-cluster-ip-range=10.0.0.0/24",
+            "--service-cluster-ip-range=10.0.0.0/16",
             "--endpoint-reconciler-type=none",
             "--allow-privileged=true",
             "--profiling=false",
@@ -515,6 +515,9 @@ class LocalCluster:
             f"--node-port={port}",
             f"--server-address=127.0.0.1:{port}",
             "--cidr=10.244.0.0/16",
+            # Without a lease duration kwok keeps no node Leases, and the node lifecycle controller marks
+            # every fake node NotReady (and its pods not Ready) now and then.
+            "--node-lease-duration-seconds=40",
             *(f"--config={s}" for s in stages),
         ]
 

@@ -39,6 +39,27 @@ class Runtime:
     reconciler: Reconciler | None = None
     workers: int = WORKERS
     concurrency: int = CONCURRENCY
+    resync_seconds: float = 60.0
+    namespaces: tuple[str, ...] = ()
+
+
+async def prime_cache(rt: Runtime) -> None:
+    """List what exists before the first reconcile, so a pod not yet seen by a watch is never taken
+    for a deleted one (which would restart a healthy group when the operator restarts)."""
+    assert rt.kube is not None
+    selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE}"
+    scopes: list[str | None] = list(rt.namespaces) or [None]
+    for ns in scopes:
+        for kind in ("Pod", "Service"):
+            for obj in await rt.kube.list(kind, ns, selector):
+                rt.cache.put_child(obj)
+        for obj in await rt.kube.list(c.KIND, ns):
+            rt.cache.put_pdep(obj)
+    log.info(
+        "cache primed: %d ParallelDeployments, %d pods",
+        len(rt.cache.pdeps),
+        sum(len(v) for v in rt.cache.children["Pod"].values()),
+    )
 
 
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
@@ -68,8 +89,9 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         settings.networking.request_timeout = 60
         settings.batching.worker_limit = None
         rt.kube = KubeClient(rt.creds, concurrency=rt.concurrency)
+        await prime_cache(rt)
         rt.queue = WorkQueue()
-        rt.reconciler = Reconciler(rt.kube, rt.cache, rt.queue, rt.metrics)
+        rt.reconciler = Reconciler(rt.kube, rt.cache, rt.queue, rt.metrics, resync_seconds=rt.resync_seconds)
         rt.queue.start(rt.workers, rt.reconciler.process)
         log.info("wideep operator started: %d workers, %d concurrent API calls", rt.workers, rt.concurrency)
 
@@ -127,13 +149,23 @@ def run_operator(
     stop_flag: threading.Event | asyncio.Event | None = None,
     ready_flag: threading.Event | asyncio.Event | None = None,
     runtime: Runtime | None = None,
+    resync_seconds: float = 60.0,
+    workers: int = WORKERS,
+    concurrency: int = CONCURRENCY,
 ) -> int:
     kopf.configure(
         verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL
     )
     for noisy in ("kopf.objects", "kopf.activities.probe"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.DEBUG)
-    rt = runtime or Runtime(creds=load_credentials(), metrics=Metrics())
+    rt = runtime or Runtime(
+        creds=load_credentials(),
+        metrics=Metrics(),
+        workers=workers,
+        concurrency=concurrency,
+        resync_seconds=resync_seconds,
+        namespaces=tuple(namespaces),
+    )
     if metrics_port:
         start_http_server(metrics_port, addr=bind_address, registry=rt.metrics.registry)
     registry = build_registry(rt)

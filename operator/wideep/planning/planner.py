@@ -255,16 +255,19 @@ def plan_services(pdep: ParallelDeployment, lay: Layout) -> list[dict[str, Any]]
             )
         )
     if lay == Layout.EXTERNAL_LB:
+        # Headless: a rank-aware load balancer resolves <name>-rank-<r> to that rank's pod IP once it is
+        # Ready. No ClusterIP per rank, so 1024 ranks do not exhaust the service CIDR.
         for r in range(pc.data_parallel_size):
-            out.append(
-                _service(
-                    pdep,
-                    rank_service_name(name, r),
-                    {**base_sel, c.LABEL_POD_INDEX: str(r)},
-                    [http],
-                    role="rank-http",
-                )
+            svc = _service(
+                pdep,
+                rank_service_name(name, r),
+                {**base_sel, c.LABEL_POD_INDEX: str(r)},
+                [http],
+                role="rank-http",
             )
+            svc["spec"].pop("type")
+            svc["spec"]["clusterIP"] = "None"
+            out.append(svc)
     return out
 
 

@@ -438,7 +438,7 @@ def decide(
     # ---- status
     prev_ranks = {r.pod: r for r in prev.ranks}
     ranks: list[RankStatus] = []
-    ready_ranks = 0
+    rank_ready: dict[int, bool] = {}
     unschedulable: list[str] = []
     waiting = 0
     for pp in the_plan.pods:
@@ -458,14 +458,15 @@ def decide(
             r.node = obs["spec"].get("nodeName")
             r.ready = is_ready(obs) and not is_terminating(obs)
             r.restarts = restart_count(obs)
-            if r.ready:
-                ready_ranks += len(pp.dp_ranks)
-            else:
+            if not r.ready:
                 waiting += 1
             why = unschedulable_message(obs)
             if why is not None:
                 unschedulable.append(why)
         ranks.append(r)
+        for dp_rank in pp.dp_ranks:  # a DP rank is ready when every pod hosting it is (TorchRun: PP x TP pods)
+            rank_ready[dp_rank] = rank_ready.get(dp_rank, True) and r.ready
+    ready_ranks = sum(rank_ready.values())
     st.ranks = ranks
     all_ready = len(by_name_current) == len(desired) and all(r.ready for r in ranks) and not old
     total = pc.data_parallel_size
@@ -491,6 +492,10 @@ def decide(
         return set_condition(conds, type_, ok, reason, message, generation, now)
 
     valid = setc(c.COND_VALID, True, c.REASON_SPEC_VALID, "; ".join(verdict.warnings) or "spec is valid")
+    prev_valid = _cond(conds, c.COND_VALID)
+    if verdict.warnings and (prev_valid is None or prev_valid.observed_generation != generation):
+        for w in verdict.warnings:
+            d.events.append(EventSpec(c.EVENT_DEPRECATED_FIELD, w, True))
     exhausted = (
         bool(rank_failures)
         and policy.policy == "RecreateGroup"
@@ -535,9 +540,11 @@ def decide(
         elif unschedulable:
             gpus = len(unschedulable) * the_plan.gpus_per_pod
             reason = c.REASON_INSUFFICIENT_CAPACITY
+            short = "nvidia.com/gpu" in unschedulable[0] or "Insufficient" not in unschedulable[0]
+            need = f": {gpus} more nvidia.com/gpu needed ({the_plan.gpus_per_pod} per pod)" if short else ""
             msg = (
-                f"{len(unschedulable)} of {len(desired)} rank pods unschedulable: {gpus} more nvidia.com/gpu needed "
-                f"({the_plan.gpus_per_pod} per pod); scheduler: {unschedulable[0]}"
+                f"{len(unschedulable)} of {len(desired)} rank pods unschedulable{need}; no restart until they are "
+                f"scheduled; scheduler: {unschedulable[0]}"
             )
         elif len(by_name_current) < len(desired):
             reason, msg = c.REASON_CREATING, f"{len(by_name_current)}/{len(desired)} rank pods created"

@@ -289,12 +289,17 @@ class KubeClient:
             raise
         return result
 
-    async def list(
-        self, kind: str, namespace: str, label_selector: str | None = None
-    ) -> list[dict[str, Any]]:
+    async def list(self, kind: str, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
+        """List in one namespace, or in all of them when namespace is None; items get their kind set."""
         params = {"labelSelector": label_selector} if label_selector else None
-        result = await self.request("GET", resource_path(kind, namespace), params=params)
+        path = resource_path(kind, namespace or "_")
+        if namespace is None:
+            path = path.replace("/namespaces/_", "")
+        result = await self.request("GET", path, params=params)
         items: list[dict[str, Any]] = result.get("items", [])
+        for item in items:
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", c.API_VERSION if kind == c.KIND else "v1")
         return items
 
     async def event(

@@ -35,7 +35,9 @@ class Reconciler:
         queue: WorkQueue,
         metrics: Metrics,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        resync_seconds: float = RESYNC_SECONDS,
     ) -> None:
+        self.resync_seconds = resync_seconds
         self.kube = kube
         self.cache = cache
         self.queue = queue
@@ -57,7 +59,7 @@ class Reconciler:
         finally:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
         if key in self.cache.pdeps:
-            self.queue.add_after(key, delay if delay is not None else RESYNC_SECONDS)
+            self.queue.add_after(key, delay if delay is not None else self.resync_seconds)
 
     async def reconcile(self, key: Key) -> float | None:
         pdep = self.cache.pdeps.get(key)
@@ -73,48 +75,55 @@ class Reconciler:
         return d.requeue_after
 
     async def _act(self, key: Key, pdep: dict[str, Any], d: Decision, now: dt.datetime) -> None:
+        """Deletes, then applies, then the status (gang state included), then the events.
+
+        Failed writes do not stop the pass: the status is still written, so gang state such as the
+        group generation is never lost and events are not repeated; the key is retried with backoff.
+        """
         ns, name = key
-        for ev in d.events:
-            await self._event(pdep, ev.reason, ev.message, ev.warning, now)
         if d.restarted:
             self.metrics.group_restarts.labels(ns, name).inc()
-        # Deletes first (old generations), then creates; never both for pods in one pass by construction.
+        errors: list[str] = []
         if d.delete:
             deleted = await asyncio.gather(
                 *(self.kube.delete(kind, ns, n, uid) for kind, n, uid in d.delete), return_exceptions=True
             )
             for (kind, n, uid), outcome in zip(d.delete, deleted, strict=True):
-                if isinstance(outcome, BaseException):
-                    raise outcome
-                self.cache.mark_deleting(kind, key, n, uid, iso(now))
                 self.metrics.api_writes.labels(f"delete/{kind}").inc()
-        failed: list[str] = []
+                if isinstance(outcome, KubeError):
+                    errors.append(f"delete {kind} {n}: {outcome.message}")
+                elif isinstance(outcome, BaseException):
+                    raise outcome
+                else:
+                    self.cache.mark_deleting(kind, key, n, uid, iso(now))
         if d.apply:
             applied = await asyncio.gather(*(self.kube.apply(o) for o in d.apply), return_exceptions=True)
             for obj, res in zip(d.apply, applied, strict=True):
                 self.metrics.api_writes.labels(f"apply/{obj['kind']}").inc()
-                if isinstance(res, KubeError) and res.status in (400, 403, 422):
-                    failed.append(f"{obj['kind']} {obj['metadata']['name']}: {res.message}")
+                if isinstance(res, KubeError):
+                    errors.append(f"{obj['kind']} {obj['metadata']['name']}: {res.message}")
                 elif isinstance(res, BaseException):
                     raise res
                 else:
                     self.cache.put_child(res)
         status = d.status
-        if failed:
-            msg = failed[0] + (f" (+{len(failed) - 1} more)" if len(failed) > 1 else "")
-            if self._apply_errors.get(key) != msg:
-                self._apply_errors[key] = msg
-                await self._event(pdep, "ApplyFailed", msg, True, now)
+        if errors:
+            msg = errors[0] + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
             for cond in status.get("conditions", []):
                 if cond["type"] == c.COND_PROGRESSING:
-                    cond["message"] = f"the API server refused the planned objects: {msg}"[:512]
-            self.queue.add_after(key, 10.0)
-        else:
-            self._apply_errors.pop(key, None)
+                    cond["message"] = f"the API server refused planned writes, retrying: {msg}"[:512]
         if not _status_equal(pdep.get("status"), status):
             updated = await self.kube.apply_status(ns, name, status)
             self.metrics.api_writes.labels("status").inc()
             self.cache.put_pdep(updated)
+        for ev in d.events:
+            await self._event(pdep, ev.reason, ev.message, ev.warning, now)
+        if errors:
+            if self._apply_errors.get(key) != errors[0]:
+                self._apply_errors[key] = errors[0]
+                await self._event(pdep, "ApplyFailed", msg, True, now)
+            raise RuntimeError(f"{len(errors)} writes failed: {msg}")
+        self._apply_errors.pop(key, None)
         if d.became_ready:
             created = parse_iso(status.get("groupCreatedTime"))
             if created is not None:

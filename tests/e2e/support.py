@@ -1,0 +1,236 @@
+"""Helpers for end-to-end tests: the operator as a real `wideep run` process, object builders, waits."""
+
+from __future__ import annotations
+
+import copy
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from wideep.api import constants as c
+from wideep.devcluster.cluster import LocalCluster
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "examples"
+API = f"/apis/{c.GROUP}/{c.VERSION}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def example(name: str, namespace: str) -> dict[str, Any]:
+    doc: dict[str, Any] = yaml.safe_load((EXAMPLES / name).read_text())
+    doc["metadata"]["namespace"] = namespace
+    return doc
+
+
+def pdep(
+    name: str,
+    namespace: str,
+    *,
+    dp: int = 4,
+    tp: int = 1,
+    external: bool = True,
+    max_restarts: int | None = None,
+    backoff: int = 0,
+    **pc: Any,
+) -> dict[str, Any]:
+    parallel: dict[str, Any] = {"dataParallelSize": dp, "tensorParallelSize": tp, "enableExpertParallel": True}
+    if external and dp > 1:
+        parallel["dataParallelExternalLb"] = True
+    parallel.update(pc)
+    spec: dict[str, Any] = {
+        "parallelConfig": parallel,
+        "restartPolicy": {"backoffSeconds": backoff},
+        "template": {
+            "metadata": {"labels": {"app": name}},
+            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.1", "args": ["some/model"]}]},
+        },
+    }
+    if max_restarts is not None:
+        spec["restartPolicy"]["maxRestarts"] = max_restarts
+    return {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+
+
+class Operator:
+    """`python -m wideep run` as a subprocess, scoped to namespaces, with its metrics and health ports."""
+
+    def __init__(self, cluster: LocalCluster, namespaces: list[str], log_dir: Path, extra: list[str] | None = None):
+        self.cluster = cluster
+        self.namespaces = namespaces
+        self.log_path = log_dir / f"operator-{int(time.time() * 1000)}.log"
+        self.liveness_port = free_port()
+        self.metrics_port = free_port()
+        self.extra = extra or []
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self, wait: bool = True) -> Operator:
+        args = [sys.executable, "-m", "wideep", "run", "--log-format", "plain", "--resync-seconds", "3"]
+        for ns in self.namespaces:
+            args += ["--namespace", ns]
+        args += ["--liveness-port", str(self.liveness_port), "--metrics-port", str(self.metrics_port), *self.extra]
+        env = {**os.environ, **self.cluster.env(), "PYTHONPATH": str(ROOT / "operator")}
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        log.close()
+        if wait:
+            wait_until("operator liveness", self.alive, timeout=60)
+        return self
+
+    def alive(self) -> bool:
+        if self.proc is None or self.proc.poll() is not None:
+            raise AssertionError(f"operator exited; log:\n{self.log()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{self.liveness_port}/healthz", timeout=2) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
+
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
+
+    def metrics(self) -> dict[str, float]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5) as r:
+            text = r.read().decode()
+        out: dict[str, float] = {}
+        for line in text.splitlines():
+            if line and not line.startswith("#"):
+                key, _, value = line.rpartition(" ")
+                out[key] = float(value)
+        return out
+
+    def writes(self) -> float:
+        return sum(v for k, v in self.metrics().items() if k.startswith("wideep_api_writes_total"))
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(10)
+
+    def stop(self) -> int | None:
+        if self.proc is None:
+            return None
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(10)
+        return self.proc.returncode
+
+
+def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.1) -> Any:
+    deadline = time.monotonic() + timeout
+    last: Any = None
+    while time.monotonic() < deadline:
+        last = predicate()
+        if last:
+            return last
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what} (last value: {last!r})")
+
+
+class Kube:
+    """Test-side API access through the admin credentials (urllib, no operator code)."""
+
+    def __init__(self, cluster: LocalCluster) -> None:
+        self.cluster = cluster
+
+    def apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
+        proc = subprocess.run(
+            [self.cluster_kubectl(), "apply", "--server-side", "--force-conflicts", "--field-manager=test-user", "-f", "-"],
+            input=json.dumps(obj),
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.cluster.env()},
+            check=False,
+        )
+        return proc
+
+    def cluster_kubectl(self) -> str:
+        from wideep.devcluster.cluster import find_kubectl
+
+        return find_kubectl()
+
+    def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [self.cluster_kubectl(), *args], capture_output=True, text=True, env={**os.environ, **self.cluster.env()}, check=False
+        )
+
+    def get_pdep(self, ns: str, name: str) -> dict[str, Any] | None:
+        status, body = self.cluster.request("GET", f"{API}/namespaces/{ns}/{c.PLURAL}/{name}")
+        return body if status == 200 else None
+
+    def pods(self, ns: str, name: str | None = None) -> list[dict[str, Any]]:
+        sel = f"?labelSelector={c.LABEL_DEPLOYMENT}%3D{name}" if name else ""
+        items: list[dict[str, Any]] = self.cluster.api("GET", f"/api/v1/namespaces/{ns}/pods{sel}")["items"]
+        return items
+
+    def services(self, ns: str, name: str) -> list[dict[str, Any]]:
+        sel = f"?labelSelector={c.LABEL_DEPLOYMENT}%3D{name}"
+        items: list[dict[str, Any]] = self.cluster.api("GET", f"/api/v1/namespaces/{ns}/services{sel}")["items"]
+        return items
+
+    def events(self, ns: str, name: str) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.cluster.api(
+            "GET", f"/api/v1/namespaces/{ns}/events?fieldSelector=involvedObject.name%3D{name}"
+        )["items"]
+        return items
+
+    def condition(self, ns: str, name: str, type_: str) -> dict[str, Any] | None:
+        obj = self.get_pdep(ns, name)
+        for cond in ((obj or {}).get("status") or {}).get("conditions") or []:
+            if cond["type"] == type_:
+                return dict(cond)
+        return None
+
+    def is_ready(self, ns: str, name: str) -> bool:
+        obj = self.get_pdep(ns, name)
+        if not obj:
+            return False
+        st = obj.get("status") or {}
+        cond = self.condition(ns, name, c.COND_READY)
+        return bool(
+            cond and cond["status"] == "True" and st.get("observedGeneration") == obj["metadata"]["generation"]
+        )
+
+    def wait_ready(self, ns: str, name: str, timeout: float = 90) -> dict[str, Any]:
+        wait_until(f"{ns}/{name} Ready", lambda: self.is_ready(ns, name), timeout=timeout)
+        obj = self.get_pdep(ns, name)
+        assert obj is not None
+        return obj
+
+    def live_pods(self, ns: str, name: str) -> list[dict[str, Any]]:
+        return [p for p in self.pods(ns, name) if not p["metadata"].get("deletionTimestamp")]
+
+    def fail_pod(self, ns: str, pod: str) -> None:
+        patch = {"metadata": {"labels": {"pod-container-running-failed.stage.kwok.x-k8s.io": "true"}}}
+        self.cluster.api(
+            "PATCH", f"/api/v1/namespaces/{ns}/pods/{pod}", patch, content_type="application/merge-patch+json"
+        )
+
+    def delete_all(self, ns: str, timeout: float = 120) -> None:
+        self.cluster.request("DELETE", f"{API}/namespaces/{ns}/{c.PLURAL}", None)
+        wait_until(f"pods of {ns} gone", lambda: not self.pods(ns), timeout=timeout, interval=0.3)
+
+
+def uids(pods: list[dict[str, Any]]) -> set[str]:
+    return {p["metadata"]["uid"] for p in pods}
+
+
+def deep(obj: dict[str, Any]) -> dict[str, Any]:
+    return copy.deepcopy(obj)
