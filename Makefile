@@ -44,9 +44,17 @@ generate: ## write every generated file (CRD, chart CRD, API docs)
 verify: ## fail when a generated file differs from what the generator writes
 	$(PY) -m wideep.api.generate check
 
+.PHONY: extras
+extras: ## virtualenv with the real vLLM 0.11.1 (+torch), for the argument-parser and preflight tests
+	@bash tools/vllm-venv.sh >/dev/null
+
 .PHONY: test
-test: cluster-build ## run every test (starts its own control plane)
+test: cluster-build extras lint verify ## everything: lint, generated files, all tests (starts its own control plane)
 	$(PY) -m pytest $(PYTEST_ARGS)
+
+.PHONY: test-fast
+test-fast: ## only the tests that need no control plane
+	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: cluster-build ## the main job: control plane + operator + the DeepSeek-style example to Ready

@@ -168,7 +168,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--metrics-port", type=int, default=9090, help="serve Prometheus /metrics on this port (0: off)"
     )
     p.add_argument("--log-format", choices=("json", "plain"), default="json")
-    p.add_argument("--resync-seconds", type=float, default=60.0, help="level-based resync period of every object")
+    p.add_argument(
+        "--resync-seconds", type=float, default=60.0, help="level-based resync period of every object"
+    )
     p.add_argument("--workers", type=int, default=16, help="ParallelDeployments reconciled at once")
     p.add_argument("--concurrency", type=int, default=64, help="API calls in flight at once")
     p.add_argument("-v", "--verbose", action="store_true")

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import contextlib
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,9 @@ def crd(cluster: LocalCluster) -> None:
     """The generated CRD (and the deprecation-warning admission policy), installed once."""
     proc = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
     assert proc.returncode == 0, proc.stderr
-    proc = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/paralleldeployments.wideep.dev")
+    proc = cluster.kubectl(
+        "wait", "--for=condition=Established", "--timeout=60s", "crd/paralleldeployments.wideep.dev"
+    )
     assert proc.returncode == 0, proc.stderr
 
 
@@ -26,15 +29,15 @@ def kube(cluster: LocalCluster, crd: None) -> Kube:
 
 
 @pytest.fixture
-def operator(cluster: LocalCluster, crd: None, namespace: str, kube: Kube, tmp_path: Path) -> Iterator[Operator]:
+def operator(
+    cluster: LocalCluster, crd: None, namespace: str, kube: Kube, tmp_path: Path
+) -> Iterator[Operator]:
     """`wideep run --namespace <ns>` as a real process; stopped, and the namespace's groups deleted, afterwards."""
     op = Operator(cluster, [namespace], tmp_path).start()
     try:
         yield op
     finally:
         rc = op.stop()
-        try:
+        with contextlib.suppress(AssertionError, subprocess.SubprocessError):
             kube.delete_all(namespace)
-        except (AssertionError, subprocess.SubprocessError):
-            pass
         print(f"operator exit code {rc}; log: {op.log_path}")

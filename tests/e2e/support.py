@@ -48,7 +48,11 @@ def pdep(
     backoff: int = 0,
     **pc: Any,
 ) -> dict[str, Any]:
-    parallel: dict[str, Any] = {"dataParallelSize": dp, "tensorParallelSize": tp, "enableExpertParallel": True}
+    parallel: dict[str, Any] = {
+        "dataParallelSize": dp,
+        "tensorParallelSize": tp,
+        "enableExpertParallel": True,
+    }
     if external and dp > 1:
         parallel["dataParallelExternalLb"] = True
     parallel.update(pc)
@@ -57,18 +61,27 @@ def pdep(
         "restartPolicy": {"backoffSeconds": backoff},
         "template": {
             "metadata": {"labels": {"app": name}},
-            "spec": {"containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.1", "args": ["some/model"]}]},
+            "spec": {
+                "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.1", "args": ["some/model"]}]
+            },
         },
     }
     if max_restarts is not None:
         spec["restartPolicy"]["maxRestarts"] = max_restarts
-    return {"apiVersion": c.API_VERSION, "kind": c.KIND, "metadata": {"name": name, "namespace": namespace}, "spec": spec}
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "metadata": {"name": name, "namespace": namespace},
+        "spec": spec,
+    }
 
 
 class Operator:
     """`python -m wideep run` as a subprocess, scoped to namespaces, with its metrics and health ports."""
 
-    def __init__(self, cluster: LocalCluster, namespaces: list[str], log_dir: Path, extra: list[str] | None = None):
+    def __init__(
+        self, cluster: LocalCluster, namespaces: list[str], log_dir: Path, extra: list[str] | None = None
+    ):
         self.cluster = cluster
         self.namespaces = namespaces
         self.log_path = log_dir / f"operator-{int(time.time() * 1000)}.log"
@@ -81,10 +94,18 @@ class Operator:
         args = [sys.executable, "-m", "wideep", "run", "--log-format", "plain", "--resync-seconds", "3"]
         for ns in self.namespaces:
             args += ["--namespace", ns]
-        args += ["--liveness-port", str(self.liveness_port), "--metrics-port", str(self.metrics_port), *self.extra]
+        args += [
+            "--liveness-port",
+            str(self.liveness_port),
+            "--metrics-port",
+            str(self.metrics_port),
+            *self.extra,
+        ]
         env = {**os.environ, **self.cluster.env(), "PYTHONPATH": str(ROOT / "operator")}
         log = self.log_path.open("ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True)
+        self.proc = subprocess.Popen(
+            args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True
+        )
         log.close()
         if wait:
             wait_until("operator liveness", self.alive, timeout=60)
@@ -151,15 +172,22 @@ class Kube:
         self.cluster = cluster
 
     def apply(self, obj: dict[str, Any]) -> subprocess.CompletedProcess[str]:
-        proc = subprocess.run(
-            [self.cluster_kubectl(), "apply", "--server-side", "--force-conflicts", "--field-manager=test-user", "-f", "-"],
+        return subprocess.run(
+            [
+                self.cluster_kubectl(),
+                "apply",
+                "--server-side",
+                "--force-conflicts",
+                "--field-manager=test-user",
+                "-f",
+                "-",
+            ],
             input=json.dumps(obj),
             capture_output=True,
             text=True,
             env={**os.environ, **self.cluster.env()},
             check=False,
         )
-        return proc
 
     def cluster_kubectl(self) -> str:
         from wideep.devcluster.cluster import find_kubectl
@@ -168,7 +196,11 @@ class Kube:
 
     def kubectl(self, *args: str) -> subprocess.CompletedProcess[str]:
         return subprocess.run(
-            [self.cluster_kubectl(), *args], capture_output=True, text=True, env={**os.environ, **self.cluster.env()}, check=False
+            [self.cluster_kubectl(), *args],
+            capture_output=True,
+            text=True,
+            env={**os.environ, **self.cluster.env()},
+            check=False,
         )
 
     def get_pdep(self, ns: str, name: str) -> dict[str, Any] | None:
@@ -182,7 +214,9 @@ class Kube:
 
     def services(self, ns: str, name: str) -> list[dict[str, Any]]:
         sel = f"?labelSelector={c.LABEL_DEPLOYMENT}%3D{name}"
-        items: list[dict[str, Any]] = self.cluster.api("GET", f"/api/v1/namespaces/{ns}/services{sel}")["items"]
+        items: list[dict[str, Any]] = self.cluster.api("GET", f"/api/v1/namespaces/{ns}/services{sel}")[
+            "items"
+        ]
         return items
 
     def events(self, ns: str, name: str) -> list[dict[str, Any]]:
@@ -205,7 +239,9 @@ class Kube:
         st = obj.get("status") or {}
         cond = self.condition(ns, name, c.COND_READY)
         return bool(
-            cond and cond["status"] == "True" and st.get("observedGeneration") == obj["metadata"]["generation"]
+            cond
+            and cond["status"] == "True"
+            and st.get("observedGeneration") == obj["metadata"]["generation"]
         )
 
     def wait_ready(self, ns: str, name: str, timeout: float = 90) -> dict[str, Any]:

@@ -58,7 +58,9 @@ def test_example_reaches_ready_with_planned_ranks(
     assert c.EVENT_GROUP_CREATED in reasons
 
 
-def test_one_failed_rank_restarts_the_whole_group_once(kube: Kube, operator: Operator, namespace: str) -> None:
+def test_one_failed_rank_restarts_the_whole_group_once(
+    kube: Kube, operator: Operator, namespace: str
+) -> None:
     kube.apply(pdep("gang", namespace, dp=4))
     kube.wait_ready(namespace, "gang")
     before = kube.live_pods(namespace, "gang")
@@ -68,7 +70,12 @@ def test_one_failed_rank_restarts_the_whole_group_once(kube: Kube, operator: Ope
         obj = kube.get_pdep(namespace, "gang") or {}
         st = obj.get("status") or {}
         pods = kube.live_pods(namespace, "gang")
-        return st.get("groupRestarts") == 1 and len(pods) == 4 and not (uids(pods) & uids(before)) and kube.is_ready(namespace, "gang")
+        return (
+            st.get("groupRestarts") == 1
+            and len(pods) == 4
+            and not (uids(pods) & uids(before))
+            and kube.is_ready(namespace, "gang")
+        )
 
     wait_until("group recreated", restarted, timeout=60)
     time.sleep(2)  # once per incident: no second restart follows
@@ -83,14 +90,20 @@ def test_one_failed_rank_restarts_the_whole_group_once(kube: Kube, operator: Ope
     assert len(failed) == 1 and failed[0]["type"] == "Warning"
     assert "exit code 1" in failed[0]["message"]
     assert len([e for e in events if e["reason"] == c.EVENT_GROUP_RESTARTED]) == 1
-    assert all(p["metadata"]["annotations"][c.ANNOTATION_GROUP_GENERATION] == "2" for p in kube.live_pods(namespace, "gang"))
+    assert all(
+        p["metadata"]["annotations"][c.ANNOTATION_GROUP_GENERATION] == "2"
+        for p in kube.live_pods(namespace, "gang")
+    )
 
 
 def test_budget_exhausted_stops_restarting(kube: Kube, operator: Operator, namespace: str) -> None:
     kube.apply(pdep("budget", namespace, dp=2, max_restarts=1))
     kube.wait_ready(namespace, "budget")
     kube.fail_pod(namespace, "budget-0")
-    wait_until("first restart", lambda: ((kube.get_pdep(namespace, "budget") or {}).get("status") or {}).get("groupRestarts") == 1)
+    wait_until(
+        "first restart",
+        lambda: ((kube.get_pdep(namespace, "budget") or {}).get("status") or {}).get("groupRestarts") == 1,
+    )
     kube.wait_ready(namespace, "budget")
     kube.fail_pod(namespace, "budget-1")
 
@@ -102,7 +115,9 @@ def test_budget_exhausted_stops_restarting(kube: Kube, operator: Operator, names
     pods = kube.pods(namespace, "budget")
     snapshot = {p["metadata"]["uid"]: p["status"].get("phase") for p in pods}
     time.sleep(8)  # two resync periods: no churn
-    assert {p["metadata"]["uid"]: p["status"].get("phase") for p in kube.pods(namespace, "budget")} == snapshot
+    assert {
+        p["metadata"]["uid"]: p["status"].get("phase") for p in kube.pods(namespace, "budget")
+    } == snapshot
     assert "Failed" in snapshot.values()
     obj = kube.get_pdep(namespace, "budget")
     assert obj is not None
@@ -128,9 +143,11 @@ def test_deleted_rank_pod_recreates_group(kube: Kube, operator: Operator, namesp
     kube.cluster.api("DELETE", f"/api/v1/namespaces/{namespace}/pods/del-1")
     wait_until(
         "group recreated",
-        lambda: len(kube.live_pods(namespace, "del")) == 3
-        and not (uids(kube.live_pods(namespace, "del")) & before)
-        and kube.is_ready(namespace, "del"),
+        lambda: (
+            len(kube.live_pods(namespace, "del")) == 3
+            and not (uids(kube.live_pods(namespace, "del")) & before)
+            and kube.is_ready(namespace, "del")
+        ),
     )
     obj = kube.get_pdep(namespace, "del")
     assert obj is not None and obj["status"]["groupRestarts"] == 1
@@ -148,7 +165,9 @@ class PodWatcher:
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        rv = self.cluster.api("GET", f"/api/v1/namespaces/{self.namespace}/pods")["metadata"]["resourceVersion"]
+        rv = self.cluster.api("GET", f"/api/v1/namespaces/{self.namespace}/pods")["metadata"][
+            "resourceVersion"
+        ]
         url = f"{self.cluster.server}/api/v1/namespaces/{self.namespace}/pods?watch=1&resourceVersion={rv}&timeoutSeconds=120"
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.cluster.token}"})
         import ssl
@@ -195,7 +214,9 @@ def test_template_change_replaces_group_without_overlap(
         assert kube.apply(obj).returncode == 0
         wait_until(
             "replacement Ready",
-            lambda: kube.is_ready(namespace, "roll") and not (uids(kube.live_pods(namespace, "roll")) & before),
+            lambda: (
+                kube.is_ready(namespace, "roll") and not (uids(kube.live_pods(namespace, "roll")) & before)
+            ),
         )
         time.sleep(0.5)
     assert watcher.events, "the watch saw nothing"
@@ -217,7 +238,9 @@ def test_label_change_is_applied_in_place(kube: Kube, operator: Operator, namesp
     assert kube.apply(obj).returncode == 0
     wait_until(
         "label on every pod",
-        lambda: all(p["metadata"]["labels"].get("team") == "inference" for p in kube.live_pods(namespace, "inplace")),
+        lambda: all(
+            p["metadata"]["labels"].get("team") == "inference" for p in kube.live_pods(namespace, "inplace")
+        ),
     )
     assert uids(kube.live_pods(namespace, "inplace")) == before
     kube.wait_ready(namespace, "inplace")
@@ -264,7 +287,11 @@ def test_delete_garbage_collects_children(kube: Kube, operator: Operator, namesp
     obj = kube.get_pdep(namespace, "gc")
     assert obj is not None and not obj["metadata"].get("finalizers")
     kube.cluster.api("DELETE", f"/apis/{c.GROUP}/{c.VERSION}/namespaces/{namespace}/{c.PLURAL}/gc")
-    wait_until("children gone", lambda: not kube.pods(namespace, "gc") and not kube.services(namespace, "gc"), timeout=60)
+    wait_until(
+        "children gone",
+        lambda: not kube.pods(namespace, "gc") and not kube.services(namespace, "gc"),
+        timeout=60,
+    )
 
 
 def test_scale_subresource_rerolls_with_new_dp(kube: Kube, operator: Operator, namespace: str) -> None:
@@ -273,7 +300,10 @@ def test_scale_subresource_rerolls_with_new_dp(kube: Kube, operator: Operator, n
     before = uids(kube.live_pods(namespace, "scale"))
     proc = kube.kubectl("scale", "-n", namespace, "pdep/scale", "--replicas", "4")
     assert proc.returncode == 0, proc.stderr
-    wait_until("4 ranks Ready", lambda: kube.is_ready(namespace, "scale") and len(kube.live_pods(namespace, "scale")) == 4)
+    wait_until(
+        "4 ranks Ready",
+        lambda: kube.is_ready(namespace, "scale") and len(kube.live_pods(namespace, "scale")) == 4,
+    )
     pods = kube.live_pods(namespace, "scale")
     assert not (uids(pods) & before)
     assert all("--data-parallel-size" in p["spec"]["containers"][0]["args"] for p in pods)
@@ -286,7 +316,9 @@ def test_scale_subresource_rerolls_with_new_dp(kube: Kube, operator: Operator, n
     assert obj is not None and obj["status"]["replicas"] == 4
 
 
-def test_insufficient_capacity_is_reported_without_restart_loop(kube: Kube, operator: Operator, namespace: str) -> None:
+def test_insufficient_capacity_is_reported_without_restart_loop(
+    kube: Kube, operator: Operator, namespace: str
+) -> None:
     # 5 pods x 8 GPUs on 4 nodes x 8 GPUs: one rank cannot be scheduled.
     kube.apply(pdep("big", namespace, dp=5, tp=8))
 
@@ -302,7 +334,9 @@ def test_insufficient_capacity_is_reported_without_restart_loop(kube: Kube, oper
     assert obj is not None and obj["status"]["groupRestarts"] == 0
     assert uids(kube.pods(namespace, "big")) == before
     ready = kube.condition(namespace, "big", c.COND_READY)
-    assert ready is not None and ready["status"] == "False" and ready["reason"] == c.REASON_INSUFFICIENT_CAPACITY
+    assert (
+        ready is not None and ready["status"] == "False" and ready["reason"] == c.REASON_INSUFFICIENT_CAPACITY
+    )
 
 
 def test_noop_resync_makes_zero_writes(kube: Kube, operator: Operator, namespace: str) -> None:
@@ -316,7 +350,9 @@ def test_noop_resync_makes_zero_writes(kube: Kube, operator: Operator, namespace
     assert durations["wideep_reconcile_duration_seconds_count"] > 2
 
 
-def test_deprecated_field_warns_at_admission_and_in_an_event(kube: Kube, operator: Operator, namespace: str) -> None:
+def test_deprecated_field_warns_at_admission_and_in_an_event(
+    kube: Kube, operator: Operator, namespace: str
+) -> None:
     obj = pdep("old", namespace, dp=2, enableEplb=True, numRedundantExperts=2)
     proc = kube.apply(obj)
     assert proc.returncode == 0, proc.stderr

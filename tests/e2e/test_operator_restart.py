@@ -19,7 +19,7 @@ BIG_POOL = "wideep-test-big"
 
 @pytest.fixture(scope="module")
 def big_pool(cluster: LocalCluster) -> Iterator[str]:
-    """32 extra fake nodes × 8 GPUs, tainted so that only tests asking for them land there."""
+    """32 extra fake nodes x 8 GPUs, tainted so that only tests asking for them land there."""
     names = [f"big-node-{i}" for i in range(32)]
     for name in names:
         cluster.create_fake_node(name, gpus=8, labels={"pool": BIG_POOL})
@@ -56,7 +56,9 @@ def test_killed_mid_creation_converges_to_exactly_256_pods(
     op = Operator(cluster, [namespace], tmp_path).start()
     try:
         kube.apply(on_big_pool(pdep("wide", namespace, dp=256)))
-        wait_until("some pods created", lambda: len(kube.pods(namespace, "wide")) >= 20, timeout=60, interval=0.02)
+        wait_until(
+            "some pods created", lambda: len(kube.pods(namespace, "wide")) >= 20, timeout=60, interval=0.02
+        )
         op.kill()
         partial = len(kube.pods(namespace, "wide"))
         op = Operator(cluster, [namespace], tmp_path).start()

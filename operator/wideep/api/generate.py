@@ -204,13 +204,17 @@ def version_problems() -> list[str]:
     problems = []
     package = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     if package != __version__:
-        problems.append(f"pyproject.toml version {package} != operator/wideep/__init__.py __version__ {__version__}")
+        problems.append(
+            f"pyproject.toml version {package} != operator/wideep/__init__.py __version__ {__version__}"
+        )
     chart_file = ROOT / "charts" / "wideep-operator" / "Chart.yaml"
     if chart_file.exists():
         chart = yaml.safe_load(chart_file.read_text())
         for key in ("version", "appVersion"):
             if str(chart.get(key)) != package:
-                problems.append(f"charts/wideep-operator/Chart.yaml {key} {chart.get(key)} != package version {package}")
+                problems.append(
+                    f"charts/wideep-operator/Chart.yaml {key} {chart.get(key)} != package version {package}"
+                )
     return problems
 
 

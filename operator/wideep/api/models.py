@@ -131,13 +131,13 @@ class ParallelConfig(_Model):
     external_launcher selects the torchrun-style layout (offline, one pod per GPU)."""
     disable_custom_all_reduce: bool = False
     """Disable vLLM's custom all-reduce kernel and use NCCL."""
-    num_redundant_experts: int | None = Field(default=None, ge=0, le=4096, deprecated=True)
+    num_redundant_experts: int | None = Field(default=None, ge=0, le=4096)
     """Deprecated: use eplbConfig.numRedundantExperts. Forwarded there, with a warning."""
-    eplb_window_size: int | None = Field(default=None, ge=1, le=10_000_000, deprecated=True)
+    eplb_window_size: int | None = Field(default=None, ge=1, le=10_000_000)
     """Deprecated: use eplbConfig.windowSize. Forwarded there, with a warning."""
-    eplb_step_interval: int | None = Field(default=None, ge=1, le=10_000_000, deprecated=True)
+    eplb_step_interval: int | None = Field(default=None, ge=1, le=10_000_000)
     """Deprecated: use eplbConfig.stepInterval. Forwarded there, with a warning."""
-    eplb_log_balancedness: bool | None = Field(default=None, deprecated=True)
+    eplb_log_balancedness: bool | None = Field(default=None)
     """Deprecated: use eplbConfig.logBalancedness. Forwarded there, with a warning."""
 
 

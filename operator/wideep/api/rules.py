@@ -132,9 +132,7 @@ def _spellings(prefix: str) -> list[str]:
 
 
 def _cel_reserved_arg(var: str) -> str:
-    prefixes = " || ".join(
-        f"{var}.startsWith('{s}')" for p in RESERVED_FLAG_PREFIXES for s in _spellings(p)
-    )
+    prefixes = " || ".join(f"{var}.startsWith('{s}')" for p in RESERVED_FLAG_PREFIXES for s in _spellings(p))
     shorts = " || ".join(f"{var} == '{f}' || {var}.startsWith('{f}=')" for f in RESERVED_SHORT_FLAGS)
     return f"{prefixes} || {shorts}"
 

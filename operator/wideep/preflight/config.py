@@ -21,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, StringConstraints, Validation
 from wideep.api.models import MAX_DATA_PARALLEL
 from wideep.planning.planner import pod_name
 
-_HOSTNAME = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$")
+_HOSTNAME = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9_]([A-Za-z0-9_-]{0,61}[A-Za-z0-9])?)*\.?$"
+)
 MAX_WORLD = MAX_DATA_PARALLEL * 1024
 LIST_LIMIT = 16  # ranks named in one message before "... and N more"
 
@@ -220,7 +222,9 @@ def load(env: Mapping[str, str], overrides: Overrides | None = None) -> Prefligh
     problems = [f"{name} is not set" for name in REQUIRED_ENV if not env.get(name, "").strip()]
     if problems:
         raise ConfigError([*problems, "(the operator renders these variables; is this a wideep rank pod?)"])
-    data: dict[str, Any] = {k: env[k].strip() for k in (*REQUIRED_ENV, *OPTIONAL_ENV) if env.get(k, "").strip()}
+    data: dict[str, Any] = {
+        k: env[k].strip() for k in (*REQUIRED_ENV, *OPTIONAL_ENV) if env.get(k, "").strip()
+    }
     data.setdefault("WIDEEP_PREFLIGHT_TIMEOUT", str(DEFAULT_TIMEOUT_SECONDS))
     if overrides.timeout_seconds is not None:
         data["WIDEEP_PREFLIGHT_TIMEOUT"] = overrides.timeout_seconds

@@ -23,6 +23,21 @@ from wideep.planning.planner import PREFLIGHT_CONTAINER, plan
 OPERATOR_DIR = Path(__file__).resolve().parents[2]
 
 
+def torch_python() -> str | None:
+    """A Python with torch: WIDEEP_TORCH_PYTHON, else the vLLM virtualenv ``tools/vllm-venv.sh`` built."""
+    explicit = os.environ.get("WIDEEP_TORCH_PYTHON")
+    if explicit:
+        return explicit
+    cache = os.environ.get("WIDEEP_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.expanduser("~/.cache"), "wideep"
+    )
+    version = os.environ.get("VLLM_VERSION", "0.11.1")
+    for venv in sorted(Path(cache, "venvs").glob(f"vllm-{version}-py3*")):
+        if (venv / "COMPLETE").is_file() and (venv / "bin" / "python").exists():
+            return str(venv / "bin" / "python")
+    return None
+
+
 def deployment(
     name: str,
     *,
@@ -37,7 +52,11 @@ def deployment(
 ) -> dict[str, Any]:
     """A ParallelDeployment with the preflight on. ``lb``: "external" (one rank a pod; the default without
     ``local``), "hybrid" (``local`` ranks a pod; the default with it) or "internal"."""
-    pc: dict[str, Any] = {"dataParallelSize": dp, "dataParallelMasterPort": master_port, "enableExpertParallel": True}
+    pc: dict[str, Any] = {
+        "dataParallelSize": dp,
+        "dataParallelMasterPort": master_port,
+        "enableExpertParallel": True,
+    }
     if local is not None:
         pc["dataParallelSizeLocal"] = local
     lb = lb or ("external" if local is None else "hybrid")
@@ -62,7 +81,9 @@ def deployment(
     }
 
 
-def pod_commands_and_envs(obj: dict[str, Any], pod_ip: str = "127.0.0.1") -> list[tuple[list[str], dict[str, str]]]:
+def pod_commands_and_envs(
+    obj: dict[str, Any], pod_ip: str = "127.0.0.1"
+) -> list[tuple[list[str], dict[str, str]]]:
     """Per rank pod: the preflight init container's command and environment, as the planner renders them."""
     verdict = validate_object(obj)
     if not verdict.ok:

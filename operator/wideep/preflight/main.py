@@ -30,7 +30,9 @@ def build_parser() -> argparse.ArgumentParser:
             "Exit 0: all ranks joined; 1: the group failed; 2: invalid environment; 3: no torch."
         ),
     )
-    p.add_argument("--timeout", type=float, help="seconds for the whole preflight (default: WIDEEP_PREFLIGHT_TIMEOUT)")
+    p.add_argument(
+        "--timeout", type=float, help="seconds for the whole preflight (default: WIDEEP_PREFLIGHT_TIMEOUT)"
+    )
     p.add_argument(
         "--master-addr-override",
         metavar="ADDR",
@@ -45,7 +47,9 @@ def build_parser() -> argparse.ArgumentParser:
         default=TERMINATION_LOG,
         help="write the one-line outcome here when the file exists (Kubernetes' termination message)",
     )
-    p.add_argument("--validate-only", action="store_true", help="validate the environment and stop (no torch)")
+    p.add_argument(
+        "--validate-only", action="store_true", help="validate the environment and stop (no torch)"
+    )
     return p
 
 
@@ -59,7 +63,9 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         cfg = load(
             env,
             Overrides(
-                timeout_seconds=args.timeout, master_addr=args.master_addr_override, master_port=args.master_port
+                timeout_seconds=args.timeout,
+                master_addr=args.master_addr_override,
+                master_port=args.master_port,
             ),
         )
     except ConfigError as exc:
@@ -87,7 +93,9 @@ def main(argv: list[str] | None = None, env: Mapping[str, str] | None = None) ->
         watchdog.cancel()
 
 
-def _run(cfg: PreflightConfig, args: argparse.Namespace, deadline: Deadline, log: Log, started_at: float) -> int:
+def _run(
+    cfg: PreflightConfig, args: argparse.Namespace, deadline: Deadline, log: Log, started_at: float
+) -> int:
     t0 = time.monotonic()
     try:
         from wideep.preflight import rendezvous
@@ -107,7 +115,7 @@ def _run(cfg: PreflightConfig, args: argparse.Namespace, deadline: Deadline, log
         started_at=started_at,
         torch_import_seconds=time.monotonic() - t0,
     )
-    log(cfg.label, f"torch {rendezvous.torch.__version__} imported in {report.torch_import_seconds:.2f}s")
+    log(cfg.label, f"torch {rendezvous.torch_version()} imported in {report.torch_import_seconds:.2f}s")
     try:
         rendezvous.run(cfg, deadline, log, rendezvous.Options(log_interval=args.log_interval), report)
     except KeyboardInterrupt:
@@ -121,7 +129,9 @@ def _run(cfg: PreflightConfig, args: argparse.Namespace, deadline: Deadline, log
     return report.exit_code
 
 
-def _start_watchdog(deadline: Deadline, log: Log, cfg: PreflightConfig, termination_log: str) -> threading.Timer:
+def _start_watchdog(
+    deadline: Deadline, log: Log, cfg: PreflightConfig, termination_log: str
+) -> threading.Timer:
     """Bound the whole run even where torch blocks in C++ (an import under load, a hung connect)."""
 
     def fire() -> None:

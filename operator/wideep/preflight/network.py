@@ -104,7 +104,9 @@ def resolve(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
-def wait_resolvable(host: str, port: int, deadline: Deadline, log: Log, who: str, interval: float) -> list[str]:
+def wait_resolvable(
+    host: str, port: int, deadline: Deadline, log: Log, who: str, interval: float
+) -> list[str]:
     """Resolve ``host``, retrying with backoff until the deadline; raise TimeoutError naming the last error."""
     backoff = Backoff()
     throttle = Throttle(interval)
@@ -118,7 +120,9 @@ def wait_resolvable(host: str, port: int, deadline: Deadline, log: Log, who: str
             log(who, f"master {host} resolves to {', '.join(addrs)}")
             return addrs
         if deadline.expired():
-            raise TimeoutError(f"master {host} did not become resolvable within {deadline.seconds:g}s ({last})")
+            raise TimeoutError(
+                f"master {host} did not become resolvable within {deadline.seconds:g}s ({last})"
+            )
         if throttle():
             log(who, f"waiting for master {host} to be resolvable ({last}); {deadline.elapsed():.1f}s so far")
         backoff.sleep(deadline)
@@ -145,9 +149,14 @@ def wait_reachable(host: str, port: int, deadline: Deadline, log: Log, who: str,
             log(who, f"rank 0 accepts connections on {host}:{port}")
             return
         if deadline.expired():
-            raise TimeoutError(f"rank 0 did not accept connections on {host}:{port} within {deadline.seconds:g}s ({why})")
+            raise TimeoutError(
+                f"rank 0 did not accept connections on {host}:{port} within {deadline.seconds:g}s ({why})"
+            )
         if throttle():
-            log(who, f"waiting for rank 0 to accept connections on {host}:{port} ({why}); {deadline.elapsed():.1f}s so far")
+            log(
+                who,
+                f"waiting for rank 0 to accept connections on {host}:{port} ({why}); {deadline.elapsed():.1f}s so far",
+            )
         backoff.sleep(deadline)
 
 

@@ -43,7 +43,6 @@ from torch.distributed import PrefixStore, TCPStore
 
 from wideep.preflight import EXIT_FAILED, EXIT_OK
 from wideep.preflight.config import PreflightConfig
-from wideep.preflight.verdict import Keys, Verdict, judge, parse_roster, short_hash
 from wideep.preflight.network import (
     Backoff,
     Deadline,
@@ -55,6 +54,7 @@ from wideep.preflight.network import (
     wait_reachable,
     wait_resolvable,
 )
+from wideep.preflight.verdict import Keys, Verdict, judge, parse_roster, short_hash
 
 KV_BASE = 1 << 40  # the int64 each rank offers to the MIN all-reduce is KV_BASE + rank
 RELEASE_GRACE = 5.0  # seconds rank 0's pod waits past its deadline for the others to let go of the store
@@ -101,7 +101,7 @@ class Report:
         return asdict(self)
 
 
-class Failure(Exception):
+class PreflightError(Exception):
     """A failed step, with the message the rank reports."""
 
 
@@ -149,16 +149,16 @@ class Participant:
             verdict = self._coordinate(store) if self.rank == 0 else self._await_verdict(store)
             self.result.verdict_at = time.time()
             if not verdict.ok:
-                self._release(store)
-                raise Failure(verdict.message)
-            self._form_group_and_reduce(store, verdict)
-            self._release(store)
+                raise PreflightError(verdict.message)
+            self._form_group_and_reduce(store)
             self.result.ok = True
-        except Failure as exc:
+        except PreflightError as exc:
             self.result.message = str(exc)
         except Exception as exc:  # torch raises RuntimeError subclasses with useful text
             self.result.message = f"{type(exc).__name__}: {exc}"
         finally:
+            if store is not None and self.result.arrived_at is not None:
+                self._release(store)  # rank 0's pod keeps the store up until every arrival let go
             store = None
             self.server = None
             gc.collect()
@@ -180,7 +180,7 @@ class Participant:
                 wait_for_workers=False,
             )
         except Exception as exc:
-            raise Failure(
+            raise PreflightError(
                 f"cannot connect to rank 0's store at {host}:{self.cfg.master_port}: {exc}; "
                 f"missing: {self.cfg.describe_ranks(self._pod0_ranks())}"
             ) from None
@@ -256,7 +256,7 @@ class Participant:
                 return Verdict.loads(store.get(self.keys.verdict))
             except Exception as exc:
                 if not _is_timeout(exc):
-                    raise Failure(
+                    raise PreflightError(
                         f"lost the connection to rank 0's store at {self._where()} ({exc}); rank 0 exited "
                         f"or restarted: see the log of {self.cfg.describe_ranks([0])}"
                     ) from None
@@ -271,28 +271,30 @@ class Participant:
         try:
             roster = self._roster(store)
         except Exception as exc:
-            raise Failure(f"no verdict from rank 0 within {self.cfg.timeout_seconds:g}s and its store is gone ({exc})") from None
+            raise PreflightError(
+                f"no verdict from rank 0 within {self.cfg.timeout_seconds:g}s and its store is gone ({exc})"
+            ) from None
         present = {rec.get("rank") for rec in roster}
         missing = [r for r in range(self.cfg.group_size) if r not in present]
-        with contextlib.suppress(Exception):
-            store.add(self.keys.released, 1)
         if missing:
-            raise Failure(
+            raise PreflightError(
                 f"{self.cfg.group_size - len(missing)} of {self.cfg.group_size} ranks joined within "
                 f"{self.cfg.timeout_seconds:g}s; missing: {self.cfg.describe_ranks(missing)}"
             )
-        raise Failure(f"every rank joined, but rank 0 gave no verdict within {self.cfg.timeout_seconds:g}s")
+        raise PreflightError(
+            f"every rank joined, but rank 0 gave no verdict within {self.cfg.timeout_seconds:g}s"
+        )
 
     # -- 3. the Gloo group and vLLM's two DP collectives
 
-    def _form_group_and_reduce(self, store: Any, verdict: Verdict) -> None:
+    def _form_group_and_reduce(self, store: Any) -> None:
         n = self.cfg.group_size
         t0 = time.monotonic()
         prefix = PrefixStore(self.keys.gloo_prefix, store)
         try:
             pg = new_gloo_group(prefix, self.rank, n, _td(self.deadline.remaining()))
         except Exception as exc:
-            raise Failure(f"the Gloo group did not form: {exc}") from None
+            raise PreflightError(f"the Gloo group did not form: {exc}") from None
         self.result.group_at = time.time()
         try:
             # ParallelConfig.has_unfinished_dp: int32, MAX (an OR). Only the last rank has work.
@@ -303,7 +305,9 @@ class Participant:
             dist.all_reduce(memory, op=dist.ReduceOp.MIN, group=pg)
             got = (int(flag.item()), int(memory.item()))
             if got != (1, KV_BASE):
-                raise Failure(f"DP collectives returned {got}, expected (1, {KV_BASE}): a rank reduced other data")
+                raise PreflightError(
+                    f"DP collectives returned {got}, expected (1, {KV_BASE}): a rank reduced other data"
+                )
             self.result.collectives_at = time.time()
             c = int(store.add(self.keys.done, 1))
             if c >= n:
@@ -311,7 +315,7 @@ class Participant:
             try:
                 store.wait([self.keys.all_done], _td(self.deadline.remaining() + RELEASE_GRACE))
             except Exception as exc:
-                raise Failure(f"a rank did not finish the DP collectives: {exc}") from None
+                raise PreflightError(f"a rank did not finish the DP collectives: {exc}") from None
         finally:
             shutdown_group(pg)
             del pg, prefix
@@ -330,6 +334,10 @@ class Participant:
         with contextlib.suppress(Exception):
             store.add(self.keys.released, 1)
         self.result.released_at = time.time()
+
+
+def torch_version() -> str:
+    return str(torch.__version__)
 
 
 def new_gloo_group(store: Any, rank: int, size: int, timeout: timedelta) -> Any:
@@ -373,9 +381,11 @@ def start_server(cfg: PreflightConfig, deadline: Deadline, log: Log, opts: Optio
         except Exception as exc:
             text = str(exc)
             if "EADDRINUSE" not in text and "address already in use" not in text.lower():
-                raise Failure(f"cannot start the rendezvous store on port {cfg.master_port}: {exc}") from None
+                raise PreflightError(
+                    f"cannot start the rendezvous store on port {cfg.master_port}: {exc}"
+                ) from None
             if deadline.expired():
-                raise Failure(
+                raise PreflightError(
                     f"port {cfg.master_port} (spec.parallelConfig.dataParallelMasterPort) stayed in use "
                     f"on this pod for {deadline.seconds:g}s"
                 ) from None
@@ -387,7 +397,7 @@ def start_server(cfg: PreflightConfig, deadline: Deadline, log: Log, opts: Optio
 def run(cfg: PreflightConfig, deadline: Deadline, log: Log, opts: Options, report: Report) -> Report:
     """The whole preflight of one pod; fills and returns ``report``."""
     who = cfg.label
-    report.torch_version = str(torch.__version__)
+    report.torch_version = torch_version()
     sockets_before = open_sockets()
     n = cfg.group_size
     # Rank 0 gives its verdict a little before the deadline, so that the others can read it in time.
@@ -400,16 +410,22 @@ def run(cfg: PreflightConfig, deadline: Deadline, log: Log, opts: Options, repor
         addrs = wait_resolvable(cfg.dial_address, cfg.master_port, deadline, log, who, opts.log_interval)
         if cfg.hosts_store:
             if cfg.host_ip and cfg.host_ip not in addrs and not cfg.dial_override:
-                log(who, f"warning: {cfg.dial_address} resolves to {', '.join(addrs)}, not this pod's IP "
-                    f"{cfg.host_ip} (a stale DNS record?): the other ranks may dial the wrong pod")
+                log(
+                    who,
+                    f"warning: {cfg.dial_address} resolves to {', '.join(addrs)}, not this pod's IP "
+                    f"{cfg.host_ip} (a stale DNS record?): the other ranks may dial the wrong pod",
+                )
             server = start_server(cfg, deadline, log, opts)
             log(who, f"hosting the rendezvous store on port {cfg.master_port} for {n} ranks")
             why = probe(cfg.dial_address, cfg.master_port, min(2.0, deadline.remaining()))
             if why is not None:
-                log(who, f"warning: this pod cannot reach its own store at {cfg.dial_address}:{cfg.master_port} ({why})")
+                log(
+                    who,
+                    f"warning: this pod cannot reach its own store at {cfg.dial_address}:{cfg.master_port} ({why})",
+                )
         else:
             wait_reachable(cfg.dial_address, cfg.master_port, deadline, log, who, opts.log_interval)
-    except (TimeoutError, Failure) as exc:
+    except (TimeoutError, PreflightError) as exc:
         missing = [0] if cfg.torchrun else list(range(cfg.dp_size_local))
         text = str(exc)
         if not cfg.hosts_store:
@@ -465,8 +481,8 @@ def _finish(
     report.exit_code = EXIT_OK if report.ok else EXIT_FAILED
     if not report.ok and not report.message:
         messages = list(dict.fromkeys(r.message for r in failed))
-        report.message = messages[0] if len(messages) == 1 else " | ".join(
-            f"rank {r.rank}: {r.message}" for r in failed
+        report.message = (
+            messages[0] if len(messages) == 1 else " | ".join(f"rank {r.rank}: {r.message}" for r in failed)
         )
     released = []
     if report.port_free is not None:
@@ -475,8 +491,11 @@ def _finish(
         released.append(f"{report.open_sockets} socket(s) left open")
     tail = f" ({'; '.join(released)})" if released else ""
     if report.ok:
-        log(who, f"passed in {deadline.elapsed():.2f}s: all {cfg.group_size} ranks joined, same config hash "
-            f"{short_hash(cfg.config_hash)}, DP collectives ok{tail}")
+        log(
+            who,
+            f"passed in {deadline.elapsed():.2f}s: all {cfg.group_size} ranks joined, same config hash "
+            f"{short_hash(cfg.config_hash)}, DP collectives ok{tail}",
+        )
     else:
         for r in failed:
             if r.message:

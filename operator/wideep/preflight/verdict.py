@@ -85,9 +85,9 @@ def judge(cfg: PreflightConfig, roster: list[dict[str, Any]], reference: dict[st
             f"(hosts: {', '.join(sorted({str(rec.get('host')) for r in duplicates for rec in by_rank[r]}))})"
         )
     if strangers:
-        ranks = sorted({str(rec.get("rank")) for rec in strangers})
+        claimed = sorted({str(rec.get("rank")) for rec in strangers})
         problems.append(
-            f"{len(strangers)} participant(s) claim ranks outside 0-{n - 1} ({', '.join(ranks[:16])}); "
+            f"{len(strangers)} participant(s) claim ranks outside 0-{n - 1} ({', '.join(claimed[:16])}); "
             f"they believe the group is larger than rank 0's {n} ranks"
         )
     mismatched: set[int] = set()

@@ -460,11 +460,13 @@ def decide(
             r.restarts = restart_count(obs)
             if not r.ready:
                 waiting += 1
-            why = unschedulable_message(obs)
-            if why is not None:
-                unschedulable.append(why)
+            pending_why = unschedulable_message(obs)
+            if pending_why is not None:
+                unschedulable.append(pending_why)
         ranks.append(r)
-        for dp_rank in pp.dp_ranks:  # a DP rank is ready when every pod hosting it is (TorchRun: PP x TP pods)
+        for (
+            dp_rank
+        ) in pp.dp_ranks:  # a DP rank is ready when every pod hosting it is (TorchRun: PP x TP pods)
             rank_ready[dp_rank] = rank_ready.get(dp_rank, True) and r.ready
     ready_ranks = sum(rank_ready.values())
     st.ranks = ranks

@@ -289,7 +289,9 @@ class KubeClient:
             raise
         return result
 
-    async def list(self, kind: str, namespace: str | None, label_selector: str | None = None) -> list[dict[str, Any]]:
+    async def list(
+        self, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> list[dict[str, Any]]:
         """List in one namespace, or in all of them when namespace is None; items get their kind set."""
         params = {"labelSelector": label_selector} if label_selector else None
         path = resource_path(kind, namespace or "_")

@@ -21,6 +21,7 @@ log = logging.getLogger("wideep.reconcile")
 
 RESYNC_SECONDS = 60.0
 ERROR_BACKOFF_SECONDS = 5.0
+SETTLE_SECONDS = 1.5
 
 
 def _status_equal(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
@@ -71,6 +72,18 @@ class Reconciler:
         pods = self.cache.owned("Pod", key, uid)
         services = self.cache.owned("Service", key, uid)
         d = decide(pdep, verdict, pods, services, now)
+        if d.restarted:
+            # A gang restart costs every rank its start-up (minutes at scale): confirm the incident
+            # against the API server, not only the watch cache, before acting on it.
+            selector = f"{c.LABEL_DEPLOYMENT}={key[1]}"
+            fresh = [
+                p
+                for p in await self.kube.list("Pod", key[0], selector)
+                if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
+            ]
+            for p in fresh:
+                self.cache.put_child(p)
+            d = decide(pdep, verdict, fresh, services, now)
         await self._act(key, pdep, d, now)
         return d.requeue_after
 
@@ -96,6 +109,13 @@ class Reconciler:
                     raise outcome
                 else:
                     self.cache.mark_deleting(kind, key, n, uid, iso(now))
+        gone_at = self.cache.last_pod_gone.get(key)
+        quiet = time.monotonic() - gone_at if gone_at is not None else SETTLE_SECONDS
+        if quiet < SETTLE_SECONDS and any(o["kind"] == "Pod" for o in d.apply):
+            # Pods of the previous generation vanished moments ago: a late delete-by-name from another
+            # actor (a kubelet, kwok, a script) must not hit the new pod that takes the same name.
+            d.apply = [o for o in d.apply if o["kind"] != "Pod"]
+            self.queue.add_after(key, SETTLE_SECONDS - quiet)
         if d.apply:
             applied = await asyncio.gather(*(self.kube.apply(o) for o in d.apply), return_exceptions=True)
             for obj, res in zip(d.apply, applied, strict=True):

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -35,21 +37,39 @@ class Cache:
     never moved backwards: an older resourceVersion arriving late is ignored.
     """
 
+    TOMBSTONES = 100_000
+
     def __init__(self) -> None:
         self.pdeps: dict[Key, dict[str, Any]] = {}
         self.children: dict[str, dict[Key, dict[str, dict[str, Any]]]] = {"Pod": {}, "Service": {}}
+        # uids seen deleted: a late, out-of-order event of a deleted object must not bring it back.
+        self._tombstones: OrderedDict[str, None] = OrderedDict()
+        self.last_pod_gone: dict[Key, float] = {}
+
+    def _bury(self, uid: str | None) -> None:
+        if uid:
+            self._tombstones[uid] = None
+            while len(self._tombstones) > self.TOMBSTONES:
+                self._tombstones.popitem(last=False)
+
+    def _newer(self, obj: dict[str, Any], old: dict[str, Any] | None) -> bool:
+        """Whether obj should replace old. resourceVersions come from one etcd revision counter, so an
+        event of a deleted pod never wins over the pod later created under the same name."""
+        if obj["metadata"].get("uid") in self._tombstones:
+            return False
+        return old is None or _rv(obj) >= _rv(old)
 
     def put_pdep(self, obj: dict[str, Any]) -> Key:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
-        old = self.pdeps.get(key)
-        if old is None or old["metadata"].get("uid") != meta.get("uid") or _rv(obj) >= _rv(old):
+        if self._newer(obj, self.pdeps.get(key)):
             self.pdeps[key] = obj
         return key
 
     def delete_pdep(self, obj: dict[str, Any]) -> Key:
         meta = obj["metadata"]
         key = (meta["namespace"], meta["name"])
+        self._bury(meta.get("uid"))
         old = self.pdeps.get(key)
         if old is not None and old["metadata"].get("uid") == meta.get("uid"):
             del self.pdeps[key]
@@ -61,8 +81,7 @@ class Cache:
             return None
         bucket = self.children[obj.get("kind") or "Pod"].setdefault(key, {})
         name = obj["metadata"]["name"]
-        old = bucket.get(name)
-        if old is None or old["metadata"].get("uid") != obj["metadata"].get("uid") or _rv(obj) >= _rv(old):
+        if self._newer(obj, bucket.get(name)):
             bucket[name] = obj
         return key
 
@@ -72,6 +91,9 @@ class Cache:
             return None
         bucket = self.children[obj.get("kind") or "Pod"].get(key, {})
         name = obj["metadata"]["name"]
+        self._bury(obj["metadata"].get("uid"))
+        if (obj.get("kind") or "Pod") == "Pod":
+            self.last_pod_gone[key] = time.monotonic()
         old = bucket.get(name)
         if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
             del bucket[name]

@@ -1,0 +1,307 @@
+"""Table tests of the pure gang decision: whole processes simulated without an API server."""
+
+from __future__ import annotations
+
+import copy
+import datetime as dt
+from typing import Any
+
+import pytest
+
+from wideep.api import constants as c
+from wideep.api.validate import validate_object
+from wideep.reconcile.decide import Decision, backoff_seconds, decide, iso
+
+T0 = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.UTC)
+
+
+def make_pdep(dp: int = 4, generation: int = 1, **restart: Any) -> dict[str, Any]:
+    return {
+        "apiVersion": c.API_VERSION,
+        "kind": c.KIND,
+        "metadata": {"name": "g", "namespace": "ns", "uid": "uid-g", "generation": generation},
+        "spec": {
+            "parallelConfig": {
+                "dataParallelSize": dp,
+                "dataParallelExternalLb": True,
+                "enableExpertParallel": True,
+            },
+            "restartPolicy": {"maxRestarts": 2, "backoffSeconds": 10, **restart},
+            "template": {"spec": {"containers": [{"name": "vllm", "image": "img:1", "args": ["m"]}]}},
+        },
+    }
+
+
+class World:
+    """A tiny simulated cluster: applies create pods, deletes remove them, statuses are set by hand."""
+
+    def __init__(self, pdep: dict[str, Any]) -> None:
+        self.pdep = pdep
+        self.pods: dict[str, dict[str, Any]] = {}
+        self.services: dict[str, dict[str, Any]] = {}
+        self.uid = 0
+        self.now = T0
+
+    def step(self, seconds: float = 1.0) -> Decision:
+        self.now += dt.timedelta(seconds=seconds)
+        d = decide(
+            self.pdep,
+            validate_object(self.pdep),
+            list(self.pods.values()),
+            list(self.services.values()),
+            self.now,
+        )
+        for kind, name, _uid in d.delete:
+            (self.pods if kind == "Pod" else self.services).pop(name, None)
+        for applied in d.apply:
+            obj = copy.deepcopy(applied)
+            target = self.pods if obj["kind"] == "Pod" else self.services
+            old = target.get(obj["metadata"]["name"])
+            if old is not None:
+                old["metadata"]["labels"] = obj["metadata"]["labels"]
+                old["metadata"]["annotations"] = obj["metadata"].get("annotations")
+                continue
+            self.uid += 1
+            obj["metadata"]["uid"] = f"u{self.uid}"
+            obj.setdefault("status", {"phase": "Pending"})
+            target[obj["metadata"]["name"]] = obj
+        self.pdep["status"] = d.status
+        return d
+
+    def run_all(self) -> None:
+        for pod in self.pods.values():
+            pod["spec"]["nodeName"] = "n1"
+            pod["status"] = {"phase": "Running", "conditions": [{"type": "Ready", "status": "True"}]}
+
+    def fail(self, name: str, code: int = 137, reason: str = "OOMKilled") -> None:
+        self.pods[name]["status"] = {
+            "phase": "Failed",
+            "containerStatuses": [
+                {
+                    "name": "vllm",
+                    "restartCount": 0,
+                    "state": {"terminated": {"exitCode": code, "reason": reason, "message": "boom"}},
+                }
+            ],
+        }
+
+    def cond(self, type_: str) -> dict[str, Any]:
+        return next(x for x in self.pdep["status"]["conditions"] if x["type"] == type_)
+
+    def gens(self) -> set[str]:
+        return {p["metadata"]["annotations"][c.ANNOTATION_GROUP_GENERATION] for p in self.pods.values()}
+
+
+def ready_world(dp: int = 4, **restart: Any) -> World:
+    w = World(make_pdep(dp, **restart))
+    w.step()
+    w.run_all()
+    w.step()
+    assert w.cond(c.COND_READY)["status"] == "True"
+    return w
+
+
+def test_first_pass_creates_every_pod_and_service() -> None:
+    w = World(make_pdep(4))
+    d = w.step()
+    kinds = [o["kind"] for o in d.apply]
+    assert kinds.count("Pod") == 4 and kinds.count("Service") == 3 + 4
+    assert [e.reason for e in d.events] == [c.EVENT_GROUP_CREATED]
+    assert w.pdep["status"]["groupGeneration"] == 1
+    assert (
+        w.cond(c.COND_PROGRESSING)["reason"] == c.REASON_CREATING or w.cond(c.COND_READY)["status"] == "False"
+    )
+
+
+def test_ready_group_makes_no_writes_and_keeps_status() -> None:
+    w = ready_world()
+    before = copy.deepcopy(w.pdep["status"])
+    d = w.step(30)
+    assert d.apply == [] and d.delete == [] and d.events == []
+    assert d.status == before  # identical status: the reconciler writes nothing
+
+
+def test_failed_rank_restarts_whole_group_once_with_forensics() -> None:
+    w = ready_world()
+    w.fail("g-2")
+    d = w.step()
+    assert d.restarted
+    assert sorted(n for k, n, _ in d.delete if k == "Pod") == ["g-0", "g-1", "g-2", "g-3"]
+    assert not [o for o in d.apply if o["kind"] == "Pod"], "no new pod while old ones exist"
+    reasons = [e.reason for e in d.events]
+    assert reasons.count(c.EVENT_RANK_FAILED) == 1 and reasons.count(c.EVENT_GROUP_RESTARTED) == 1
+    failure = w.pdep["status"]["ranks"][2]["lastFailure"]
+    assert failure == {
+        **failure,
+        "reason": "OOMKilled",
+        "exitCode": 137,
+        "message": "boom",
+        "pod": "g-2",
+        "groupGeneration": 1,
+    }
+    assert w.pdep["status"]["groupRestarts"] == 1
+    # old pods gone: the next pass creates generation 2, all at once
+    d = w.step()
+    assert len([o for o in d.apply if o["kind"] == "Pod"]) == 4
+    assert w.gens() == {"2"}
+    w.run_all()
+    w.step()
+    assert w.cond(c.COND_READY)["status"] == "True"
+    assert w.pdep["status"]["ranks"][2]["lastFailure"]["pod"] == "g-2"  # forensics survive the restart
+
+
+def test_backoff_delays_the_second_restart() -> None:
+    w = ready_world()
+    w.fail("g-0")
+    w.step()
+    w.step()
+    w.run_all()
+    w.step()
+    w.fail("g-1")
+    d = w.step(1)  # 3 s after the first restart; backoff for restart 2 is 10 s
+    assert not d.restarted and d.delete == []
+    assert d.requeue_after is not None and 0 < d.requeue_after <= 10
+    assert w.cond(c.COND_PROGRESSING)["reason"] == c.REASON_RESTART_BACKOFF
+    d = w.step(d.requeue_after)
+    assert d.restarted
+
+
+def test_budget_exhausted_stops_and_reports_once() -> None:
+    w = ready_world(backoffSeconds=0)
+    for i in range(2):
+        w.fail(f"g-{i}")
+        assert w.step().restarted
+        w.step()
+        w.run_all()
+        w.step()
+    w.fail("g-3")
+    d = w.step()
+    assert not d.restarted and d.delete == [] and not [o for o in d.apply if o["kind"] == "Pod"]
+    assert w.cond(c.COND_READY)["reason"] == c.REASON_RESTART_BUDGET_EXHAUSTED
+    assert w.cond(c.COND_DEGRADED)["status"] == "True"
+    assert [e.reason for e in d.events].count(c.EVENT_BUDGET_EXHAUSTED) == 1
+    d = w.step(60)
+    assert d.events == [] and d.delete == [] and d.apply == []
+    # a retry resets the budget and restarts
+    w.pdep["metadata"]["annotations"] = {c.ANNOTATION_RETRY: "now"}
+    d = w.step()
+    assert d.restarted and w.pdep["status"]["groupRestarts"] == 1
+
+
+def test_restart_policy_never_leaves_the_group() -> None:
+    w = ready_world(policy="Never")
+    w.fail("g-1")
+    d = w.step()
+    assert not d.restarted and d.delete == []
+    assert w.cond(c.COND_READY)["reason"] == c.REASON_RANK_FAILED
+    assert w.cond(c.COND_PROGRESSING)["reason"] == c.REASON_RESTARTS_DISABLED
+
+
+def test_deleted_pod_after_creation_is_an_incident_but_not_before() -> None:
+    w = World(make_pdep(4))
+    w.step()
+    del w.pods["g-1"]  # before every pod existed: simply created again
+    d = w.step()
+    assert not d.restarted and [o["metadata"]["name"] for o in d.apply if o["kind"] == "Pod"] == ["g-1"]
+    w.run_all()
+    w.step()
+    del w.pods["g-3"]
+    d = w.step()
+    assert d.restarted
+    assert w.pdep["status"]["ranks"][3]["lastFailure"]["reason"] == "Deleted"
+
+
+def test_template_change_replaces_group_and_resets_budget() -> None:
+    w = ready_world()
+    w.pdep["status"]["groupRestarts"] = 1
+    w.pdep["spec"]["template"]["spec"]["containers"][0]["image"] = "img:2"
+    w.pdep["metadata"]["generation"] = 2
+    d = w.step()
+    assert len([x for x in d.delete if x[0] == "Pod"]) == 4 and not d.restarted
+    assert [e.reason for e in d.events] == [c.EVENT_GROUP_REPLACED]
+    assert w.pdep["status"]["groupRestarts"] == 0 and w.pdep["status"]["lastGroupChange"] == "Replaced"
+    assert w.cond(c.COND_PROGRESSING)["reason"] == c.REASON_ROLLING_OUT
+    w.step()
+    assert {p["spec"]["containers"][0]["image"] for p in w.pods.values()} == {"img:2"}
+
+
+def test_dp_change_replaces_group_and_prunes_rank_services() -> None:
+    w = ready_world(dp=4)
+    w.pdep["spec"]["parallelConfig"]["dataParallelSize"] = 2
+    w.pdep["metadata"]["generation"] = 2
+    d = w.step()
+    assert {n for k, n, _ in d.delete if k == "Service"} == {"g-rank-2", "g-rank-3"}
+    assert "vLLM config hash changed" in d.events[0].message
+    w.step()
+    assert sorted(w.pods) == ["g-0", "g-1"]
+
+
+def test_label_change_applies_in_place() -> None:
+    w = ready_world()
+    w.pdep["spec"]["template"]["metadata"] = {"labels": {"team": "a"}}
+    w.pdep["metadata"]["generation"] = 2
+    d = w.step()
+    assert d.delete == [] and len(d.apply) == 4 and all(o["kind"] == "Pod" for o in d.apply)
+    assert all(p["metadata"]["labels"]["team"] == "a" for p in w.pods.values())
+    assert w.step().apply == []
+
+
+def test_invalid_spec_touches_nothing() -> None:
+    w = ready_world()
+    w.pdep["spec"]["parallelConfig"]["enableEplb"] = True
+    w.pdep["spec"]["parallelConfig"]["enableExpertParallel"] = False
+    w.pdep["metadata"]["generation"] = 2
+    d = w.step()
+    assert d.apply == [] and d.delete == []
+    valid = w.cond(c.COND_VALID)
+    assert valid["status"] == "False" and "eplb-needs-ep" in valid["message"]
+    assert w.cond(c.COND_READY)["status"] == "True"  # the running group is still Ready
+    assert [e.reason for e in d.events] == [c.EVENT_INVALID_SPEC]
+    assert w.step().events == []  # reported once per generation
+
+
+def test_unschedulable_ranks_report_capacity_without_restart() -> None:
+    w = World(make_pdep(4))
+    w.step()
+    w.run_all()
+    w.pods["g-3"]["spec"].pop("nodeName")
+    w.pods["g-3"]["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    }
+    d = w.step()
+    assert not d.restarted and d.delete == []
+    prog = w.cond(c.COND_PROGRESSING)
+    assert (
+        prog["reason"] == c.REASON_INSUFFICIENT_CAPACITY and "1 more nvidia.com/gpu needed" in prog["message"]
+    )
+
+
+def test_conditions_keep_transition_time_when_unchanged() -> None:
+    w = ready_world()
+    t = w.cond(c.COND_READY)["lastTransitionTime"]
+    w.step(100)
+    assert w.cond(c.COND_READY)["lastTransitionTime"] == t
+    assert t == iso(T0 + dt.timedelta(seconds=2))
+
+
+@pytest.mark.parametrize(
+    ("done", "base", "cap", "want"),
+    [
+        (0, 10, 300, 0),
+        (1, 10, 300, 10),
+        (2, 10, 300, 20),
+        (3, 10, 300, 40),
+        (9, 10, 300, 300),
+        (5, 0, 300, 0),
+    ],
+)
+def test_backoff_table(done: int, base: int, cap: int, want: float) -> None:
+    assert backoff_seconds(done, base, cap) == want
