@@ -441,6 +441,46 @@ class LocalCluster:
         if not keep_data:
             shutil.rmtree(self.state_dir / "etcd-data", ignore_errors=True)
 
+    # ------------------------------------------------------------------ one component
+
+    def _component(self, name: str) -> _Proc:
+        for proc in self._procs:
+            if proc.name == name:
+                return proc
+        raise ClusterError(f"no component {name!r} was started by this handle (one of {COMPONENTS})")
+
+    def stop_component(self, name: str, grace: float = 5.0) -> None:
+        """Stop one component (SIGTERM, SIGKILL after ``grace`` s); the others and etcd's data stay.
+
+        ``stop_component("kube-apiserver")`` is an API server outage: clients get connection refused
+        until :meth:`start_component` brings it back on the same port with the same flags.
+        """
+        proc = self._component(name)
+        _kill_groups([proc.record], grace=grace)
+        if proc.popen is not None:
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.popen.wait(timeout=5)
+
+    def start_component(self, name: str, timeout: float = 60) -> None:
+        """Start a component stopped by :meth:`stop_component` again, with the same binary, port and flags;
+        for kube-apiserver, wait until it answers /readyz."""
+        proc = self._component(name)
+        if proc.popen is not None and proc.popen.poll() is None:
+            raise ClusterError(f"{name} is still running (pid {proc.popen.pid})")
+        index = self._procs.index(proc)
+        self._procs.remove(proc)
+        self._spawn(name, Path(proc.binary).parent, proc.args)
+        self._procs.insert(index, self._procs.pop())  # keep the start order in pids.json
+        self._write_pids()
+        if name == "kube-apiserver":
+            self._wait("kube-apiserver /readyz", lambda: self._api_ok("/readyz"), timeout)
+
+    def restart_component(self, name: str, downtime: float = 0.0, timeout: float = 60) -> None:
+        """:meth:`stop_component`, ``downtime`` seconds of nothing, then :meth:`start_component`."""
+        self.stop_component(name)
+        time.sleep(downtime)
+        self.start_component(name, timeout=timeout)
+
     # ------------------------------------------------------------------ component flags
 
     def _etcd_args(self, client: int, peer: int) -> list[str]:

@@ -8,6 +8,7 @@ finalizers (deletion never waits for the operator), no last-handled-configuratio
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import logging
 import threading
@@ -18,10 +19,11 @@ import kopf
 from prometheus_client import start_http_server
 
 from wideep.api import constants as c
+from wideep.reconcile.informer import Informer
 from wideep.reconcile.kube import Credentials, KubeClient, load_credentials
 from wideep.reconcile.metrics import Metrics
 from wideep.reconcile.reconciler import Reconciler
-from wideep.reconcile.state import Cache, WorkQueue
+from wideep.reconcile.state import Cache, Key, WorkQueue
 
 log = logging.getLogger("wideep.operator")
 
@@ -41,20 +43,31 @@ class Runtime:
     concurrency: int = CONCURRENCY
     resync_seconds: float = 60.0
     namespaces: tuple[str, ...] = ()
+    informers: list[Informer] = dataclasses.field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
 
 
-async def prime_cache(rt: Runtime) -> None:
-    """List what exists before the first reconcile, so a pod not yet seen by a watch is never taken
-    for a deleted one (which would restart a healthy group when the operator restarts)."""
-    assert rt.kube is not None
-    selector = f"{c.LABEL_MANAGED_BY}={c.MANAGED_BY_VALUE}"
+async def start_informers(rt: Runtime) -> None:
+    """List pods and Services (and ParallelDeployments) before the first reconcile, then watch from there:
+    a pod not yet seen is never taken for a deleted one (that would restart a healthy group whenever the
+    operator restarts)."""
+    assert rt.kube is not None and rt.queue is not None
+    queue = rt.queue
+
+    def notify(key: Key) -> None:
+        if key in rt.cache.pdeps:
+            queue.add(key)
+
     scopes: list[str | None] = list(rt.namespaces) or [None]
     for ns in scopes:
-        for kind in ("Pod", "Service"):
-            for obj in await rt.kube.list(kind, ns, selector):
-                rt.cache.put_child(obj)
-        for obj in await rt.kube.list(c.KIND, ns):
+        for obj in await rt.kube.list_objects(c.KIND, ns):
             rt.cache.put_pdep(obj)
+        for kind in ("Pod", "Service"):
+            inf = Informer(rt.kube, rt.cache, kind, ns, notify)
+            await inf.relist()
+            rt.informers.append(inf)
+    for inf in rt.informers:
+        rt.tasks.append(asyncio.create_task(inf.run(), name=f"wideep-watch-{inf.kind}-{inf.namespace}"))
     log.info(
         "cache primed: %d ParallelDeployments, %d pods",
         len(rt.cache.pdeps),
@@ -64,7 +77,6 @@ async def prime_cache(rt: Runtime) -> None:
 
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
-    selector = {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE}
 
     @kopf.on.login(registry=registry)
     def login(**_: Any) -> kopf.ConnectionInfo:
@@ -89,14 +101,19 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         settings.networking.request_timeout = 60
         settings.batching.worker_limit = None
         rt.kube = KubeClient(rt.creds, concurrency=rt.concurrency)
-        await prime_cache(rt)
         rt.queue = WorkQueue()
+        await start_informers(rt)
         rt.reconciler = Reconciler(rt.kube, rt.cache, rt.queue, rt.metrics, resync_seconds=rt.resync_seconds)
         rt.queue.start(rt.workers, rt.reconciler.process)
         log.info("wideep operator started: %d workers, %d concurrent API calls", rt.workers, rt.concurrency)
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
+        for task in rt.tasks:
+            task.cancel()
+        for task in rt.tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         if rt.queue is not None:
             await rt.queue.stop()
         if rt.kube is not None:
@@ -116,21 +133,6 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         key = rt.cache.put_pdep(obj)
         if rt.queue is not None:
             rt.queue.add(key)
-
-    def on_child(event: kopf.RawEvent, kind: str) -> None:
-        obj = dict(event["object"])
-        obj.setdefault("kind", kind)
-        key = rt.cache.delete_child(obj) if event.get("type") == "DELETED" else rt.cache.put_child(obj)
-        if key is not None and rt.queue is not None and key in rt.cache.pdeps:
-            rt.queue.add(key)
-
-    @kopf.on.event("", "v1", "pods", labels=selector, registry=registry)
-    def on_pod(event: kopf.RawEvent, **_: Any) -> None:
-        on_child(event, "Pod")
-
-    @kopf.on.event("", "v1", "services", labels=selector, registry=registry)
-    def on_service(event: kopf.RawEvent, **_: Any) -> None:
-        on_child(event, "Service")
 
     return registry
 

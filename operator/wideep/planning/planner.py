@@ -419,7 +419,17 @@ def plan(pdep: ParallelDeployment, group_generation: int = 1) -> GroupPlan:
             ctr.setdefault("livenessProbe", _probe("/health", spec.serving.port, 30, 3))
             ports = ctr.setdefault("ports", [])
             if not any(p.get("containerPort") == spec.serving.port for p in ports):
-                ports.append({"name": "http", "containerPort": spec.serving.port, "protocol": "TCP"})
+                http_port: dict[str, Any] = {"containerPort": spec.serving.port, "protocol": "TCP"}
+                # Port names are unique in a pod: if a user port (of any container) is already named
+                # http, ours stays unnamed (the Services and probes use the number).
+                named = {
+                    p.get("name")
+                    for x in [*pod_spec["containers"], *pod_spec.get("initContainers", [])]
+                    for p in x.get("ports") or []
+                }
+                if "http" not in named:
+                    http_port = {"name": "http", **http_port}
+                ports.append(http_port)
         if spec.preflight.enabled:
             pre_env = [
                 _field_env("VLLM_HOST_IP", "status.podIP"),

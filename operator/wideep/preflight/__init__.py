@@ -11,7 +11,7 @@ vLLM v0.11.1 ``ParallelConfig.stateless_init_dp_group``, ``has_unfinished_dp``,
 torch is imported by :mod:`wideep.preflight.rendezvous` only; the operator process never imports it.
 
 Exit codes: 0 every rank joined; 1 the group failed (missing or mismatching ranks, timeout, a failed
-collective); 2 the environment or the arguments are invalid; 3 torch is not installed.
+collective); 2 the environment or the arguments are invalid; 3 torch is not installed (or older than 2.6).
 """
 
 EXIT_OK = 0

@@ -21,6 +21,25 @@ from wideep.api.validate import validate_object
 from wideep.planning.planner import PREFLIGHT_CONTAINER, plan
 
 OPERATOR_DIR = Path(__file__).resolve().parents[2]
+# Kept from the caller's environment: what a process needs to start, and the switches that keep
+# NVLink multicast off on shared GPU hosts.
+PASS_THROUGH = (
+    "PATH",
+    "HOME",
+    "LANG",
+    "NCCL_NVLS_ENABLE",
+    "TORCH_SYMM_MEM_DISABLE_MULTICAST",
+    "NVSHMEM_DISABLE_NVLS",
+)
+
+
+def base_env() -> dict[str, str]:
+    """The environment every spawned process starts from, before the pod's own variables."""
+    env = {k: os.environ[k] for k in PASS_THROUGH if k in os.environ}
+    env.setdefault("PATH", "/usr/bin:/bin")
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(OPERATOR_DIR), os.environ.get("PYTHONPATH")]))
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
 
 
 def torch_python() -> str | None:
@@ -126,18 +145,12 @@ def launch(
     pods: list[int] | None = None,
     env_changes: dict[int, dict[str, str]] | None = None,
     extra_args: tuple[str, ...] = ("--master-addr-override", "127.0.0.1"),
-    base_env: dict[str, str] | None = None,
+    extra_env: dict[str, str] | None = None,
 ) -> list[PodRun]:
     """Start the preflight of every pod of ``obj`` (or of ``pods``) as ``python -m wideep preflight``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     runs = []
-    base = {
-        "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-        "HOME": os.environ.get("HOME", "/tmp"),
-        "PYTHONPATH": str(OPERATOR_DIR),
-        "PYTHONUNBUFFERED": "1",
-        **(base_env or {}),
-    }
+    base = {**base_env(), **(extra_env or {})}
     for i, (command, env) in enumerate(pod_commands_and_envs(obj)):
         if pods is not None and i not in pods:
             continue

@@ -107,6 +107,11 @@ def _run(
         log(cfg.label, f"FAILED: {text}")
         _terminate(args.termination_log, text)
         return EXIT_NO_TORCH
+    if not rendezvous.torch_supported():
+        text = f"torch {rendezvous.torch_version()} is too old: the preflight needs torch >= 2.6"
+        log(cfg.label, f"FAILED: {text}")
+        _terminate(args.termination_log, text)
+        return EXIT_NO_TORCH
     report = rendezvous.Report(
         deployment=cfg.deployment,
         pod_index=cfg.pod_index,

@@ -9,9 +9,10 @@ without touching torch.distributed's global state; then every 32 steps an all_re
 Here, in every rank pod, one participant (a thread) per local rank does the same, after a roll call:
 
 1. rank 0's pod hosts the store (``is_master``); every participant appends its record (rank, pod,
-   config hash, group size) to the roster key and bumps the arrival counter;
-2. rank 0 waits until the counter reaches the group size, or its deadline, reads the roster once and
-   writes the verdict: missing ranks, ranks joined twice, ranks out of range, and ranks whose config hash
+   config hash, group size) to the roster key and bumps the arrival counter; the one that brings it to
+   the group size sets the all-arrived key;
+2. rank 0 waits on that key (or its deadline; a progress line names the missing ranks every
+   --log-interval), reads the roster once and writes the verdict: missing ranks, ranks joined twice, ranks out of range, and ranks whose config hash
    or group size differs from rank 0's (rank 0's values win, as at vLLM's handshake);
 3. on a good verdict every participant forms the Gloo group over a PrefixStore, runs the two
    collectives and checks their results; a store barrier follows, then the group is shut down;
@@ -161,7 +162,6 @@ class Participant:
                 self._release(store)  # rank 0's pod keeps the store up until every arrival let go
             store = None
             self.server = None
-            gc.collect()
 
     # -- 1. the store
 
@@ -207,6 +207,8 @@ class Participant:
     def _arrive(self, store: Any) -> None:
         store.append(self.keys.roster, json.dumps(self._record(), separators=(",", ":")) + "\n")
         n = int(store.add(self.keys.count, 1))
+        if n >= self.cfg.group_size:
+            store.set(self.keys.all_arrived, "1")
         self.result.arrived_at = time.time()
         self.log(self.who, f"joined the rendezvous at {self._where()} ({n}/{self.cfg.group_size} so far)")
 
@@ -222,23 +224,25 @@ class Participant:
     def _coordinate(self, store: Any) -> Verdict:
         """Rank 0: wait for the roll call to complete (or the deadline), then judge and publish."""
         n = self.cfg.group_size
-        throttle = Throttle(self.opts.log_interval)
-        throttle()  # the first progress line after one interval
-        poll = 0.01
         while True:
             joined = int(store.add(self.keys.count, 0))
-            if joined >= n or self.deadline.expired(self.reserve):
+            left = self.deadline.remaining(self.reserve)
+            if joined >= n or left <= 0:
                 break
-            if throttle():
+            try:  # the last to arrive sets all-arrived: no polling delay
+                store.wait([self.keys.all_arrived], _td(min(left, self.opts.log_interval)))
+            except Exception as exc:
+                if not _is_timeout(exc):
+                    raise
                 present = {rec.get("rank") for rec in self._roster(store)}
                 missing = [r for r in range(n) if r not in present]
                 self.log(
                     self.who,
-                    f"{joined}/{n} ranks joined after {self.deadline.elapsed():.1f}s; "
+                    f"{len(present & set(range(n)))}/{n} ranks joined after {self.deadline.elapsed():.1f}s; "
                     f"waiting for {self.cfg.describe_ranks(missing)}",
                 )
-            time.sleep(min(poll, self.deadline.remaining(self.reserve)))
-            poll = min(poll * 1.5, 0.2)
+            else:
+                time.sleep(0.02)  # set early by a rank that believes in a smaller group: judge at the count
         reference = self._record()
         verdict = judge(self.cfg, self._roster(store), reference)
         store.set(self.keys.verdict, verdict.dumps())
@@ -336,8 +340,19 @@ class Participant:
         self.result.released_at = time.time()
 
 
+MIN_TORCH = (2, 6)  # ProcessGroup(store, rank, size) and _set_default_backend, as vLLM uses them from 2.6
+
+
 def torch_version() -> str:
     return str(torch.__version__)
+
+
+def torch_supported() -> bool:
+    try:
+        major, minor = (int(p) for p in torch_version().split("+")[0].split(".")[:2])
+    except ValueError:
+        return True
+    return (major, minor) >= MIN_TORCH
 
 
 def new_gloo_group(store: Any, rank: int, size: int, timeout: timedelta) -> Any:
@@ -469,12 +484,18 @@ def _finish(
     cfg: PreflightConfig, report: Report, log: Log, deadline: Deadline, sockets_before: int | None
 ) -> Report:
     who = cfg.label
-    gc.collect()
-    if cfg.hosts_store:
-        report.port_free = port_bindable(cfg.master_port)
-    after = open_sockets()
-    if after is not None and sockets_before is not None:
-        report.open_sockets = max(0, after - sockets_before)
+
+    def check_release() -> None:
+        if cfg.hosts_store:
+            report.port_free = port_bindable(cfg.master_port)
+        after = open_sockets()
+        if after is not None and sockets_before is not None:
+            report.open_sockets = max(0, after - sockets_before)
+
+    check_release()
+    if report.port_free is False or report.open_sockets:
+        gc.collect()  # a reference cycle may still hold a store or a group: collect it, then look again
+        check_release()
     report.ended_at = time.time()
     failed = [r for r in report.ranks if not r.ok]
     report.ok = bool(report.ranks) and not failed
@@ -497,8 +518,8 @@ def _finish(
             f"{short_hash(cfg.config_hash)}, DP collectives ok{tail}",
         )
     else:
-        for r in failed:
-            if r.message:
+        if len(report.ranks) > 1:
+            for r in failed:
                 log(f"rank {r.rank}/{cfg.group_size}", f"FAILED: {r.message}")
         log(who, f"FAILED after {deadline.elapsed():.2f}s: {report.message}{tail}")
     return report

@@ -21,6 +21,7 @@ class Keys:
         self.gloo_prefix = p + "gloo"
         self.roster = p + "roster"
         self.count = p + "count"
+        self.all_arrived = p + "all-arrived"
         self.verdict = p + "verdict"
         self.done = p + "done"
         self.all_done = p + "all-done"

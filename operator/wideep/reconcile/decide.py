@@ -12,6 +12,7 @@ run together (a mixed DP group hangs vLLM, vllm-serving-facts.md §6).
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -21,6 +22,7 @@ from wideep.api.models import (
     Condition,
     Derived,
     Failure,
+    ParallelDeployment,
     ParallelDeploymentStatus,
     RankStatus,
 )
@@ -213,12 +215,16 @@ def _service_differs(observed: dict[str, Any], desired: dict[str, Any]) -> bool:
 # ----------------------------------------------------------------------------------- decide
 
 
+Planner = Callable[[ParallelDeployment, int], GroupPlan]
+
+
 def decide(
     pdep: dict[str, Any],
     verdict: Verdict,
     pods: list[dict[str, Any]],
     services: list[dict[str, Any]],
     now: dt.datetime,
+    planner: Planner = plan,
 ) -> Decision:
     meta = pdep["metadata"]
     generation = int(meta.get("generation") or 0)
@@ -274,7 +280,7 @@ def decide(
                 f"{derived.gpus_per_pod(pc)} GPUs each)",
             )
         )
-    the_plan = plan(verdict.obj, group_generation=gen)
+    the_plan = planner(verdict.obj, gen)
     desired = {p.name: p for p in the_plan.pods}
     tpl_label = the_plan.template_hash[:HASH_LABEL_CHARS]
     cfg_label = the_plan.config_hash[:HASH_LABEL_CHARS]
@@ -305,7 +311,7 @@ def decide(
                 f"{len(the_plan.pods)} new pods; old and new ranks never run together)",
             )
         )
-        the_plan = plan(verdict.obj, group_generation=gen)
+        the_plan = planner(verdict.obj, gen)
         desired = {p.name: p for p in the_plan.pods}
         current = []
     else:
@@ -382,7 +388,7 @@ def decide(
                             True,
                         )
                     )
-                    the_plan = plan(verdict.obj, group_generation=gen)
+                    the_plan = planner(verdict.obj, gen)
                     desired = {p.name: p for p in the_plan.pods}
                     current = []
 

@@ -13,6 +13,7 @@ import os
 import ssl
 import tempfile
 from collections import Counter
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -289,7 +290,7 @@ class KubeClient:
             raise
         return result
 
-    async def list(
+    async def list_objects(
         self, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         """List in one namespace, or in all of them when namespace is None; items get their kind set."""
@@ -303,6 +304,50 @@ class KubeClient:
             item.setdefault("kind", kind)
             item.setdefault("apiVersion", c.API_VERSION if kind == c.KIND else "v1")
         return items
+
+    async def list_with_version(
+        self, kind: str, namespace: str | None, label_selector: str | None = None
+    ) -> tuple[list[dict[str, Any]], str]:
+        """A list and its resourceVersion, to start a watch from (the informer pattern)."""
+        params = {"labelSelector": label_selector} if label_selector else None
+        path = resource_path(kind, namespace or "_")
+        if namespace is None:
+            path = path.replace("/namespaces/_", "")
+        result = await self.request("GET", path, params=params)
+        items: list[dict[str, Any]] = result.get("items", [])
+        for item in items:
+            item.setdefault("kind", kind)
+            item.setdefault("apiVersion", c.API_VERSION if kind == c.KIND else "v1")
+        return items, str(result.get("metadata", {}).get("resourceVersion", ""))
+
+    async def watch(
+        self, kind: str, namespace: str | None, resource_version: str, label_selector: str | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Stream watch events (with bookmarks) from resource_version until the server closes the stream."""
+        path = resource_path(kind, namespace or "_")
+        if namespace is None:
+            path = path.replace("/namespaces/_", "")
+        params = {
+            "watch": "1",
+            "resourceVersion": resource_version,
+            "allowWatchBookmarks": "true",
+            "timeoutSeconds": "290",
+        }
+        if label_selector:
+            params["labelSelector"] = label_selector
+        url = self.creds.server + path + "?" + urlencode(params)
+        headers = {"Accept": "application/json"}
+        token = self.creds.bearer()
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=330)
+        async with self._get_session().get(url, headers=headers, timeout=timeout) as resp:
+            if resp.status >= 400:
+                text = await resp.text()
+                raise KubeError(resp.status, resp.reason or "", text[:500])
+            async for line in resp.content:
+                if line.strip():
+                    yield json.loads(line)
 
     async def event(
         self,

@@ -6,11 +6,14 @@ import asyncio
 import datetime as dt
 import logging
 import time
+from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
 from wideep.api import constants as c
+from wideep.api.models import ParallelDeployment
 from wideep.api.validate import validate_object
+from wideep.planning.planner import GroupPlan, plan
 
 from .decide import Decision, decide, iso, parse_iso
 from .kube import KubeClient, KubeError
@@ -22,6 +25,7 @@ log = logging.getLogger("wideep.reconcile")
 RESYNC_SECONDS = 60.0
 ERROR_BACKOFF_SECONDS = 5.0
 SETTLE_SECONDS = 1.5
+PLAN_CACHE = 256
 
 
 def _status_equal(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
@@ -39,6 +43,7 @@ class Reconciler:
         resync_seconds: float = RESYNC_SECONDS,
     ) -> None:
         self.resync_seconds = resync_seconds
+        self._plans: OrderedDict[tuple[str, int, int], GroupPlan] = OrderedDict()
         self.kube = kube
         self.cache = cache
         self.queue = queue
@@ -62,6 +67,19 @@ class Reconciler:
         if key in self.cache.pdeps:
             self.queue.add_after(key, delay if delay is not None else self.resync_seconds)
 
+    def _plan(self, obj: ParallelDeployment, group_generation: int) -> GroupPlan:
+        """plan() is pure: memoised per (uid, generation, group generation); 1024 ranks take ~0.2 s to plan."""
+        mk = (str(obj.metadata.get("uid")), int(obj.metadata.get("generation") or 0), group_generation)
+        hit = self._plans.get(mk)
+        if hit is None:
+            hit = plan(obj, group_generation=group_generation)
+            self._plans[mk] = hit
+            while len(self._plans) > PLAN_CACHE:
+                self._plans.popitem(last=False)
+        else:
+            self._plans.move_to_end(mk)
+        return hit
+
     async def reconcile(self, key: Key) -> float | None:
         pdep = self.cache.pdeps.get(key)
         if pdep is None or pdep["metadata"].get("deletionTimestamp"):
@@ -71,19 +89,19 @@ class Reconciler:
         verdict = validate_object(pdep)
         pods = self.cache.owned("Pod", key, uid)
         services = self.cache.owned("Service", key, uid)
-        d = decide(pdep, verdict, pods, services, now)
+        d = decide(pdep, verdict, pods, services, now, self._plan)
         if d.restarted:
             # A gang restart costs every rank its start-up (minutes at scale): confirm the incident
             # against the API server, not only the watch cache, before acting on it.
             selector = f"{c.LABEL_DEPLOYMENT}={key[1]}"
             fresh = [
                 p
-                for p in await self.kube.list("Pod", key[0], selector)
+                for p in await self.kube.list_objects("Pod", key[0], selector)
                 if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
             ]
             for p in fresh:
                 self.cache.put_child(p)
-            d = decide(pdep, verdict, fresh, services, now)
+            d = decide(pdep, verdict, fresh, services, now, self._plan)
         await self._act(key, pdep, d, now)
         return d.requeue_after
 

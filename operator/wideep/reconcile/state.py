@@ -99,6 +99,26 @@ class Cache:
             del bucket[name]
         return key
 
+    def replace_children(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> set[Key]:
+        """After a (re)list: put every listed object, and drop cached ones the list no longer has
+        (deleted while no watch was open). Returns the keys that changed."""
+        listed = {o["metadata"].get("uid") for o in items}
+        touched: set[Key] = set()
+        for key, bucket in self.children[kind].items():
+            if namespace is not None and key[0] != namespace:
+                continue
+            for name, obj in list(bucket.items()):
+                if obj["metadata"].get("uid") not in listed:
+                    self._bury(obj["metadata"].get("uid"))
+                    del bucket[name]
+                    touched.add(key)
+        for obj in items:
+            obj.setdefault("kind", kind)
+            owner = self.put_child(obj)
+            if owner is not None:
+                touched.add(owner)
+        return touched
+
     def mark_deleting(self, kind: str, key: Key, name: str, uid: str, now: str) -> None:
         obj = self.children[kind].get(key, {}).get(name)
         if obj is not None and obj["metadata"].get("uid") == uid:
