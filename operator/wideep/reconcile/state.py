@@ -21,6 +21,46 @@ def _rv(obj: dict[str, Any]) -> int:
         return 0
 
 
+_META_KEEP = (
+    "name",
+    "namespace",
+    "uid",
+    "resourceVersion",
+    "generation",
+    "labels",
+    "annotations",
+    "ownerReferences",
+    "deletionTimestamp",
+    "creationTimestamp",
+)
+_SPEC_KEEP = {
+    "Pod": ("nodeName",),
+    "Service": ("selector", "ports", "publishNotReadyAddresses", "clusterIP", "type"),
+}
+
+
+def trim(obj: dict[str, Any]) -> dict[str, Any]:
+    """Keep only what the reconciler reads: 1600 cached pods cost a few MB instead of tens
+    (managedFields and the full pod spec are most of a pod's size)."""
+    kind = obj.get("kind") or "Pod"
+    meta = obj.get("metadata") or {}
+    spec = obj.get("spec") or {}
+    out: dict[str, Any] = {
+        "kind": kind,
+        "apiVersion": obj.get("apiVersion", "v1"),
+        "metadata": {k: meta[k] for k in _META_KEEP if k in meta},
+        "spec": {k: spec[k] for k in _SPEC_KEEP.get(kind, ()) if k in spec},
+    }
+    if "status" in obj and kind == "Pod":
+        st = obj["status"] or {}
+        out["status"] = {
+            k: st[k]
+            for k in ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
+            if k in st
+        }
+    return out
+
+
 def owner_key(obj: dict[str, Any]) -> Key | None:
     meta = obj.get("metadata") or {}
     name = (meta.get("labels") or {}).get(c.LABEL_DEPLOYMENT)
@@ -82,7 +122,7 @@ class Cache:
         bucket = self.children[obj.get("kind") or "Pod"].setdefault(key, {})
         name = obj["metadata"]["name"]
         if self._newer(obj, bucket.get(name)):
-            bucket[name] = obj
+            bucket[name] = trim(obj)
         return key
 
     def delete_child(self, obj: dict[str, Any]) -> Key | None:
