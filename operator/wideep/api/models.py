@@ -214,7 +214,7 @@ class Network(_Model):
     """Pod network settings for the group's collectives."""
 
     socket_interface: str | None = Field(default="eth0", max_length=15, pattern=r"^[A-Za-z0-9_.:-]+$")
-    """Interface for Gloo and NCCL bootstrap (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME). Unset: not set."""
+    """Interface for Gloo and NCCL bootstrap (GLOO_SOCKET_IFNAME, NCCL_SOCKET_IFNAME)."""
     cluster_domain: str = Field(
         default="cluster.local", max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
     )
