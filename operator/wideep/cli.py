@@ -26,7 +26,8 @@ def _load_documents(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
         loaded = json.loads(text)
         docs = loaded if isinstance(loaded, list) else [loaded]
     else:
-        docs = [d for d in yaml.safe_load_all(text) if d is not None]
+        loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+        docs = [d for d in yaml.load_all(text, Loader=loader) if d is not None]
     for i, doc in enumerate(docs):
         if isinstance(doc, dict) and doc.get("kind") == "List" and isinstance(doc.get("items"), list):
             for j, item in enumerate(doc["items"]):
@@ -97,7 +98,9 @@ def cmd_render(args: argparse.Namespace) -> int:
         json.dump(out, sys.stdout, indent=2)
         sys.stdout.write("\n")
     else:
-        yaml.safe_dump(out, sys.stdout, sort_keys=False, width=4096)
+        from wideep.yaml_out import dump
+
+        sys.stdout.write(dump(out))
     return 0
 
 
