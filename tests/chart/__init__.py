@@ -1,0 +1,1 @@
+"""Tests of the Helm chart, the Dockerfile and the GitOps integration (Argo CD health check)."""
