@@ -16,11 +16,15 @@ scalars = st.one_of(
     st.integers(min_value=-(2**53), max_value=2**53),
     st.floats(allow_nan=False, allow_infinity=False),
     st.text(max_size=20),
-    st.sampled_from(["true", "No", "null", "~", "1", "0x1F", "1e3", ".inf", "-", "a: b", " x", "#", "@", "y", "'"]),
+    st.sampled_from(
+        ["true", "No", "null", "~", "1", "0x1F", "1e3", ".inf", "-", "a: b", " x", "#", "@", "y", "'"]
+    ),
 )
 data = st.recursive(
     scalars,
-    lambda inner: st.one_of(st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=4), st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
     max_leaves=30,
 )
 

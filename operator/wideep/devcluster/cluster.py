@@ -475,6 +475,14 @@ class LocalCluster:
         if name == "kube-apiserver":
             self._wait("kube-apiserver /readyz", lambda: self._api_ok("/readyz"), timeout)
 
+    def exited_components(self) -> list[str]:
+        """Components started by this handle whose process has exited (a kubelet would restart them).
+
+        kube-scheduler, for one, exits on purpose when its cache finds itself inconsistent, which can
+        happen after an API server restart ("Scheduler cache is corrupted", klog.FlushAndExit).
+        """
+        return [p.name for p in self._procs if p.popen is not None and p.popen.poll() is not None]
+
     def restart_component(self, name: str, downtime: float = 0.0, timeout: float = 60) -> None:
         """:meth:`stop_component`, ``downtime`` seconds of nothing, then :meth:`start_component`."""
         self.stop_component(name)

@@ -55,7 +55,14 @@ def trim(obj: dict[str, Any]) -> dict[str, Any]:
         st = obj["status"] or {}
         out["status"] = {
             k: st[k]
-            for k in ("phase", "reason", "message", "conditions", "containerStatuses", "initContainerStatuses")
+            for k in (
+                "phase",
+                "reason",
+                "message",
+                "conditions",
+                "containerStatuses",
+                "initContainerStatuses",
+            )
             if k in st
         }
     return out
