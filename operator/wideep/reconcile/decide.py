@@ -199,12 +199,15 @@ def _pod_differs(observed: dict[str, Any], desired: dict[str, Any]) -> bool:
 
 
 def _service_differs(observed: dict[str, Any], desired: dict[str, Any]) -> bool:
+    """Whether the operator's own fields of a Service drifted. Fields another manager added (an extra port,
+    a label) are theirs under server-side apply and do not count: comparing exactly would make the
+    operator write on every pass without ever converging."""
     os_, ds = observed.get("spec") or {}, desired["spec"]
-    if os_.get("selector") != ds["selector"]:
+    selector = os_.get("selector") or {}
+    if any(selector.get(k) != v for k, v in ds["selector"].items()):
         return True
-    have_ports = sorted((p.get("name"), p.get("port"), p.get("targetPort")) for p in os_.get("ports") or [])
-    want_ports = sorted((p["name"], p["port"], p["targetPort"]) for p in ds["ports"])
-    if have_ports != want_ports:
+    have_ports = {(p.get("name"), p.get("port"), p.get("targetPort")) for p in os_.get("ports") or []}
+    if any((p["name"], p["port"], p["targetPort"]) not in have_ports for p in ds["ports"]):
         return True
     if bool(os_.get("publishNotReadyAddresses")) != bool(ds.get("publishNotReadyAddresses")):
         return True

@@ -64,6 +64,12 @@ class Informer:
                     if typ == "BOOKMARK":
                         continue
                     obj.setdefault("kind", self.kind)
+                    labels = (obj.get("metadata") or {}).get("labels") or {}
+                    if typ == "DELETED" and labels.get(c.LABEL_MANAGED_BY) != c.MANAGED_BY_VALUE:
+                        # Someone removed our label: the object left the selector but still exists.
+                        # Keep it (the reconciler puts the label back); taking it for deleted would
+                        # restart a healthy group.
+                        typ = "MODIFIED"
                     key = self.cache.delete_child(obj) if typ == "DELETED" else self.cache.put_child(obj)
                     if key is not None:
                         self.notify(key)

@@ -243,6 +243,19 @@ class KubeClient:
         )
         return result
 
+    async def merge_patch(self, obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        meta = obj["metadata"]
+        path = resource_path(obj["kind"], meta["namespace"], meta["name"])
+        result: dict[str, Any] = await self.request(
+            "PATCH",
+            path,
+            params={"fieldManager": self.field_manager},
+            body=body,
+            content_type="application/merge-patch+json",
+            write_kind=f"patch/{obj['kind']}",
+        )
+        return result
+
     async def apply_status(self, namespace: str, name: str, status: dict[str, Any]) -> dict[str, Any]:
         body = {
             "apiVersion": c.API_VERSION,

@@ -93,10 +93,10 @@ class Reconciler:
         if d.restarted:
             # A gang restart costs every rank its start-up (minutes at scale): confirm the incident
             # against the API server, not only the watch cache, before acting on it.
-            selector = f"{c.LABEL_DEPLOYMENT}={key[1]}"
+            # Every pod of the namespace, filtered by owner: labels may have been edited by someone else.
             fresh = [
                 p
-                for p in await self.kube.list_objects("Pod", key[0], selector)
+                for p in await self.kube.list_objects("Pod", key[0])
                 if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
             ]
             for p in fresh:
@@ -135,7 +135,7 @@ class Reconciler:
             d.apply = [o for o in d.apply if o["kind"] != "Pod"]
             self.queue.add_after(key, SETTLE_SECONDS - quiet)
         if d.apply:
-            applied = await asyncio.gather(*(self.kube.apply(o) for o in d.apply), return_exceptions=True)
+            applied = await asyncio.gather(*(self._apply(o) for o in d.apply), return_exceptions=True)
             for obj, res in zip(d.apply, applied, strict=True):
                 self.metrics.api_writes.labels(f"apply/{obj['kind']}").inc()
                 if isinstance(res, KubeError):
@@ -168,6 +168,21 @@ class Reconciler:
                 self.metrics.time_to_ready.observe(max(0.0, (now - created).total_seconds()))
         self.metrics.ranks_ready.labels(ns, name).set(status.get("readyRanks") or 0)
         self.metrics.ranks_total.labels(ns, name).set(status.get("totalRanks") or 0)
+
+    async def _apply(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """Server-side apply. A Service another client broke so that our apply is invalid (say a port entry
+        it owns now carries our port's name) gets its selector and ports set outright: the operator owns
+        its Services, and server-side apply alone cannot remove another manager's list entries."""
+        try:
+            return await self.kube.apply(obj)
+        except KubeError as exc:
+            if obj["kind"] != "Service" or exc.status != 422:
+                raise
+            self.metrics.api_writes.labels("patch/Service").inc()
+            spec = obj["spec"]
+            return await self.kube.merge_patch(
+                obj, {"spec": {"ports": spec["ports"], "selector": spec["selector"]}}
+            )
 
     async def _event(
         self, pdep: dict[str, Any], reason: str, message: str, warning: bool, now: dt.datetime

@@ -69,12 +69,17 @@ def trim(obj: dict[str, Any]) -> dict[str, Any]:
 
 
 def owner_key(obj: dict[str, Any]) -> Key | None:
+    """The ParallelDeployment an object belongs to: its controller ownerReference, else its label.
+    Labels can be edited by anyone; the ownerReference is what the garbage collector follows."""
     meta = obj.get("metadata") or {}
-    name = (meta.get("labels") or {}).get(c.LABEL_DEPLOYMENT)
     ns = meta.get("namespace")
-    if not name or not ns:
+    if not ns:
         return None
-    return (ns, name)
+    for ref in meta.get("ownerReferences") or []:
+        if ref.get("kind") == c.KIND and ref.get("apiVersion", "").startswith(c.GROUP + "/"):
+            return (ns, str(ref.get("name")))
+    name = (meta.get("labels") or {}).get(c.LABEL_DEPLOYMENT)
+    return (ns, name) if name else None
 
 
 class Cache:
@@ -92,6 +97,7 @@ class Cache:
         # uids seen deleted: a late, out-of-order event of a deleted object must not bring it back.
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self.last_pod_gone: dict[Key, float] = {}
+        self._where: dict[str, tuple[str, Key, str]] = {}  # uid -> (kind, owner key, name)
 
     def _bury(self, uid: str | None) -> None:
         if uid:
@@ -123,27 +129,40 @@ class Cache:
         return key
 
     def put_child(self, obj: dict[str, Any]) -> Key | None:
+        kind = obj.get("kind") or "Pod"
+        uid = obj["metadata"].get("uid")
         key = owner_key(obj)
         if key is None:
-            return None
-        bucket = self.children[obj.get("kind") or "Pod"].setdefault(key, {})
+            return self.delete_child(obj, bury=False)  # no longer ours (owner and label removed)
+        bucket = self.children[kind].setdefault(key, {})
         name = obj["metadata"]["name"]
-        if self._newer(obj, bucket.get(name)):
-            bucket[name] = trim(obj)
+        if not self._newer(obj, bucket.get(name)):
+            return key
+        if uid:
+            where = self._where.get(uid)
+            if where is not None and where != (kind, key, name):
+                self.children[where[0]].get(where[1], {}).pop(where[2], None)
+            self._where[uid] = (kind, key, name)
+        bucket[name] = trim(obj)
         return key
 
-    def delete_child(self, obj: dict[str, Any]) -> Key | None:
-        key = owner_key(obj)
+    def delete_child(self, obj: dict[str, Any], bury: bool = True) -> Key | None:
+        kind = obj.get("kind") or "Pod"
+        meta = obj["metadata"]
+        uid = meta.get("uid")
+        if bury:
+            self._bury(uid)
+        where = self._where.pop(uid, None) if uid else None
+        key = where[1] if where is not None else owner_key(obj)
         if key is None:
             return None
-        bucket = self.children[obj.get("kind") or "Pod"].get(key, {})
-        name = obj["metadata"]["name"]
-        self._bury(obj["metadata"].get("uid"))
-        if (obj.get("kind") or "Pod") == "Pod":
-            self.last_pod_gone[key] = time.monotonic()
+        name = where[2] if where is not None else meta["name"]
+        bucket = self.children[kind].get(key, {})
         old = bucket.get(name)
-        if old is not None and old["metadata"].get("uid") == obj["metadata"].get("uid"):
+        if old is not None and old["metadata"].get("uid") == uid:
             del bucket[name]
+            if kind == "Pod" and bury:
+                self.last_pod_gone[key] = time.monotonic()
         return key
 
     def replace_children(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> set[Key]:
@@ -157,6 +176,7 @@ class Cache:
             for name, obj in list(bucket.items()):
                 if obj["metadata"].get("uid") not in listed:
                     self._bury(obj["metadata"].get("uid"))
+                    self._where.pop(obj["metadata"].get("uid"), None)
                     del bucket[name]
                     touched.add(key)
         for obj in items:
