@@ -1094,8 +1094,27 @@ async def operator_case(b: Bench, n: int, recovery: bool, noop: bool = True) -> 
     finally:
         rc = op.stop()
         res["operator_exit"] = rc
+    if profile is not None and profile.exists():
+        res["profile"] = summarize_profile(profile)
     res["cleanup_s"] = await cleanup(b.admin, ns)
     return res
+
+
+def summarize_profile(path: Path, top: int = 40) -> str:
+    """Write the cProfile dump's top functions (cumulative and own time) next to it; returns that path.
+
+    cProfile measures wall time, so on a loaded machine every entry includes time spent waiting for a
+    CPU, and its per-call overhead inflates functions with many small calls (copy.deepcopy)."""
+    import io
+    import pstats
+
+    out = io.StringIO()
+    stats = pstats.Stats(str(path), stream=out)
+    stats.sort_stats("cumulative").print_stats(top)
+    stats.sort_stats("tottime").print_stats(top)
+    text_path = path.with_suffix(".txt")
+    text_path.write_text(out.getvalue())
+    return str(text_path)
 
 
 async def _recovery(b: Bench, op: OperatorProc, ns: str, n: int) -> dict[str, Any]:
