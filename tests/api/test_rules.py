@@ -20,6 +20,7 @@ Decisions recorded here:
 from __future__ import annotations
 
 import hashlib
+import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -585,8 +586,9 @@ def _bound_cases() -> Iterator[Case]:
                 yield bad(f"bound/{p}=''", {**ctx, p: ""}, p)
             if "maxLength" in sub:
                 n = sub["maxLength"]
-                yield ok(f"bound/{p}=len{n}", {**ctx, p: "a" * n})
-                yield bad(f"bound/{p}=len{n + 1}", {**ctx, p: "a" * (n + 1)}, p)
+                fill = "1" if "pattern" in sub and not re.fullmatch(sub["pattern"], "a") else "a"
+                yield ok(f"bound/{p}=len{n}", {**ctx, p: fill * n})
+                yield bad(f"bound/{p}=len{n + 1}", {**ctx, p: fill * (n + 1)}, p)
         elif typ == "array":
             if sub.get("minItems"):
                 yield bad(f"bound/{p}=[]", {**ctx, p: []}, p)

@@ -219,7 +219,9 @@ class Network(_Model):
         default="cluster.local", max_length=253, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$"
     )
     """Cluster DNS domain, used in the fully qualified name of rank 0 that the other ranks dial."""
-    shm_size_limit: str | None = Field(default=None, max_length=32)
+    shm_size_limit: str | None = Field(
+        default=None, max_length=32, pattern=r"^[0-9]+(\.[0-9]+)?([KMGTPE]i?|[mkMGTPE]|[eE][0-9]+)?$"
+    )
     """Size limit of the memory-backed /dev/shm (for example 16Gi). Unset: no limit."""
 
 
