@@ -175,9 +175,14 @@ class Cache:
                 continue
             for name, obj in list(bucket.items()):
                 if obj["metadata"].get("uid") not in listed:
-                    self._bury(obj["metadata"].get("uid"))
+                    # Dropped, not buried: the list is filtered by our label, so an object missing from it
+                    # may still exist with that label edited away, and must be able to come back (from the
+                    # reconciler's listing by owner, or once the label is restored). The watch resumes at
+                    # the list's resourceVersion, so no late event of a truly deleted object follows.
                     self._where.pop(obj["metadata"].get("uid"), None)
                     del bucket[name]
+                    if kind == "Pod":
+                        self.last_pod_gone[key] = time.monotonic()
                     touched.add(key)
         for obj in items:
             obj.setdefault("kind", kind)

@@ -1,0 +1,104 @@
+"""Table tests of the watch cache: ordering by resourceVersion, tombstones, ownership, relists."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from wideep.api import constants as c
+from wideep.reconcile.state import Cache
+
+KEY = ("ns", "g")
+
+
+def pod(
+    name: str = "g-0",
+    uid: str = "u1",
+    rv: int = 10,
+    owner: str | None = "g",
+    label: str | None = "g",
+    phase: str = "Running",
+) -> dict[str, Any]:
+    meta: dict[str, Any] = {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": str(rv), "labels": {}}
+    if label is not None:
+        meta["labels"] = {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE, c.LABEL_DEPLOYMENT: label}
+    if owner is not None:
+        meta["ownerReferences"] = [
+            {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": owner, "uid": f"uid-{owner}", "controller": True}
+        ]
+    return {"kind": "Pod", "metadata": meta, "spec": {"nodeName": "n1", "containers": []}, "status": {"phase": phase}}
+
+
+def names(cache: Cache, key: tuple[str, str] = KEY) -> dict[str, str]:
+    return {n: o["metadata"]["uid"] for n, o in cache.children["Pod"].get(key, {}).items()}
+
+
+def test_older_resource_version_never_wins() -> None:
+    cache = Cache()
+    cache.put_child(pod(rv=20, phase="Failed"))
+    cache.put_child(pod(rv=15, phase="Running"))
+    assert cache.children["Pod"][KEY]["g-0"]["status"]["phase"] == "Failed"
+
+
+def test_late_event_of_a_deleted_pod_does_not_bring_it_back() -> None:
+    cache = Cache()
+    cache.put_child(pod(uid="old", rv=10))
+    cache.delete_child(pod(uid="old", rv=11))
+    cache.put_child(pod(uid="old", rv=10))  # a stale MODIFIED that arrives after the DELETED
+    assert names(cache) == {}
+    assert KEY in cache.last_pod_gone
+    cache.put_child(pod(uid="new", rv=30))  # the replacement under the same name is taken
+    assert names(cache) == {"g-0": "new"}
+
+
+def test_owner_reference_wins_over_an_edited_label() -> None:
+    cache = Cache()
+    cache.put_child(pod(label="someone-else"))
+    assert names(cache) == {"g-0": "u1"}
+    assert names(cache, ("ns", "someone-else")) == {}
+
+
+def test_object_without_owner_or_label_leaves_the_cache() -> None:
+    cache = Cache()
+    cache.put_child(pod(rv=10))
+    cache.put_child(pod(rv=11, owner=None, label=None))
+    assert names(cache) == {}
+
+
+@pytest.mark.parametrize("listed", [[], ["u2"]])
+def test_relist_drops_what_it_does_not_see_without_burying_it(listed: list[str]) -> None:
+    """A relist is filtered by the managed-by label: a pod whose label someone removed at that moment is
+    missing from it but still exists. It is dropped from the cache, and must come back when the reconciler
+    lists pods by owner (or the label returns); a tombstone would hide it for good."""
+    cache = Cache()
+    cache.put_child(pod(name="g-0", uid="u1", rv=10))
+    cache.put_child(pod(name="g-1", uid="u2", rv=11))
+    touched = cache.replace_children("Pod", "ns", [pod(name="g-1", uid=u, rv=12) for u in listed])
+    assert touched == {KEY}
+    assert "g-0" not in names(cache)
+    cache.put_child(pod(name="g-0", uid="u1", rv=13))
+    assert names(cache)["g-0"] == "u1"
+
+
+def test_relist_of_one_namespace_leaves_others_alone() -> None:
+    cache = Cache()
+    other = pod(uid="o1")
+    other["metadata"]["namespace"] = "other"
+    cache.put_child(other)
+    cache.put_child(pod(uid="u1"))
+    cache.replace_children("Pod", "ns", [])
+    assert names(cache, ("other", "g")) == {"g-0": "o1"}
+    assert names(cache) == {}
+
+
+def test_trim_keeps_what_the_reconciler_reads_only() -> None:
+    cache = Cache()
+    big = pod()
+    big["metadata"]["managedFields"] = [{"manager": "x"}] * 50
+    big["spec"]["containers"] = [{"name": "vllm", "args": ["x"] * 100}]
+    cache.put_child(big)
+    kept = cache.children["Pod"][KEY]["g-0"]
+    assert "managedFields" not in kept["metadata"]
+    assert kept["spec"] == {"nodeName": "n1"}
+    assert kept["status"] == {"phase": "Running"}
