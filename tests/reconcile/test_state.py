@@ -20,14 +20,31 @@ def pod(
     label: str | None = "g",
     phase: str = "Running",
 ) -> dict[str, Any]:
-    meta: dict[str, Any] = {"name": name, "namespace": "ns", "uid": uid, "resourceVersion": str(rv), "labels": {}}
+    meta: dict[str, Any] = {
+        "name": name,
+        "namespace": "ns",
+        "uid": uid,
+        "resourceVersion": str(rv),
+        "labels": {},
+    }
     if label is not None:
         meta["labels"] = {c.LABEL_MANAGED_BY: c.MANAGED_BY_VALUE, c.LABEL_DEPLOYMENT: label}
     if owner is not None:
         meta["ownerReferences"] = [
-            {"apiVersion": c.API_VERSION, "kind": c.KIND, "name": owner, "uid": f"uid-{owner}", "controller": True}
+            {
+                "apiVersion": c.API_VERSION,
+                "kind": c.KIND,
+                "name": owner,
+                "uid": f"uid-{owner}",
+                "controller": True,
+            }
         ]
-    return {"kind": "Pod", "metadata": meta, "spec": {"nodeName": "n1", "containers": []}, "status": {"phase": phase}}
+    return {
+        "kind": "Pod",
+        "metadata": meta,
+        "spec": {"nodeName": "n1", "containers": []},
+        "status": {"phase": phase},
+    }
 
 
 def names(cache: Cache, key: tuple[str, str] = KEY) -> dict[str, str]:

@@ -66,6 +66,8 @@ async def start_informers(rt: Runtime) -> None:
             inf = Informer(rt.kube, rt.cache, kind, ns, notify)
             await inf.relist()
             rt.informers.append(inf)
+    for key in rt.cache.pdeps:  # kopf's first events of these are echoes of this list and are skipped
+        queue.add(key)
     for inf in rt.informers:
         rt.tasks.append(asyncio.create_task(inf.run(), name=f"wideep-watch-{inf.kind}-{inf.namespace}"))
     log.info(
@@ -130,6 +132,10 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         if event.get("type") == "DELETED":
             rt.cache.delete_pdep(obj)
             return
+        meta = obj.get("metadata") or {}
+        cached = rt.cache.pdeps.get((meta.get("namespace", ""), meta.get("name", "")))
+        if cached is not None and cached["metadata"].get("resourceVersion") == meta.get("resourceVersion"):
+            return  # the echo of our own status write: the cache already holds it
         key = rt.cache.put_pdep(obj)
         if rt.queue is not None:
             rt.queue.add(key)

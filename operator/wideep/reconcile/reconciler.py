@@ -28,8 +28,31 @@ SETTLE_SECONDS = 1.5
 PLAN_CACHE = 256
 
 
+STATUS_PROGRESS_SECONDS = 2.0
+
+
 def _status_equal(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
     return (a or {}) == b
+
+
+def _essence(status: dict[str, Any]) -> dict[str, Any]:
+    """The status without its progress figures: ready counts, each rank's phase, node, readiness and
+    restarts, and condition messages. What remains (conditions' status and reason, generations, gang state,
+    failures) is what other clients and the next pass act on."""
+    out = {k: v for k, v in status.items() if k not in ("ready", "readyRanks", "ranks", "conditions")}
+    out["ranks"] = [
+        (r.get("pod"), r.get("rank"), r.get("ranks"), r.get("lastFailure")) for r in status.get("ranks") or []
+    ]
+    out["conditions"] = [
+        (cd.get("type"), cd.get("status"), cd.get("reason"), cd.get("observedGeneration"))
+        for cd in status.get("conditions") or []
+    ]
+    return out
+
+
+def progress_only(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
+    """Whether two statuses differ in progress figures only (see _essence)."""
+    return _essence(old or {}) == _essence(new)
 
 
 class Reconciler:
@@ -50,6 +73,8 @@ class Reconciler:
         self.metrics = metrics
         self.clock = clock
         self._apply_errors: dict[Key, str] = {}
+        self._status_written: dict[Key, float] = {}  # monotonic time of the last status write
+        self.status_progress_seconds = STATUS_PROGRESS_SECONDS
 
     async def process(self, key: Key) -> None:
         started = time.perf_counter()
@@ -83,6 +108,7 @@ class Reconciler:
     async def reconcile(self, key: Key) -> float | None:
         pdep = self.cache.pdeps.get(key)
         if pdep is None or pdep["metadata"].get("deletionTimestamp"):
+            self._status_written.pop(key, None)
             return None  # children carry ownerReferences: the garbage collector removes them
         uid = pdep["metadata"]["uid"]
         now = self.clock()
@@ -151,9 +177,17 @@ class Reconciler:
                 if cond["type"] == c.COND_PROGRESSING:
                     cond["message"] = f"the API server refused planned writes, retrying: {msg}"[:512]
         if not _status_equal(pdep.get("status"), status):
-            updated = await self.kube.apply_status(ns, name, status)
-            self.metrics.api_writes.labels("status").inc()
-            self.cache.put_pdep(updated)
+            # Progress figures (ready counts, rank phases) of a group coming up change with every pod event;
+            # at 1024 ranks each status write is ~100 kB for the API server, etcd and every watcher. They are
+            # written at most every status_progress_seconds; any other change is written at once.
+            since = time.monotonic() - self._status_written.get(key, float("-inf"))
+            if since < self.status_progress_seconds and progress_only(pdep.get("status"), status):
+                self.queue.add_after(key, self.status_progress_seconds - since)
+            else:
+                updated = await self.kube.apply_status(ns, name, status)
+                self._status_written[key] = time.monotonic()
+                self.metrics.api_writes.labels("status").inc()
+                self.cache.put_pdep(updated)
         for ev in d.events:
             await self._event(pdep, ev.reason, ev.message, ev.warning, now)
         if errors:
