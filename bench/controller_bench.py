@@ -1149,7 +1149,7 @@ async def _recovery(b: Bench, op: OperatorProc, ns: str, n: int) -> dict[str, An
     t_failed_wall = t_label_wall + (t_failed - t_label)
     return {
         "deletes": Audit.window(events, OPERATOR_USER, t_failed_wall, ("delete",), ("pods",)),
-        "creates": Audit.window(events, OPERATOR_USER, t_failed_wall, ("patch",), ("pods",)),
+        "creates": Audit.window(events, OPERATOR_USER, t_failed_wall, ("create", "patch"), ("pods",)),
         "status_writes": Audit.window(
             events, OPERATOR_USER, t_failed_wall, ("patch",), ("paralleldeployments/status",)
         ),

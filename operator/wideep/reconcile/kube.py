@@ -244,6 +244,18 @@ class KubeClient:
         )
         return result
 
+    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
+        """POST under the operator's field manager (a KubeError 409 when the name is taken)."""
+        meta = obj["metadata"]
+        result: dict[str, Any] = await self.request(
+            "POST",
+            resource_path(obj["kind"], meta["namespace"]),
+            params={"fieldManager": self.field_manager},
+            body=obj,
+            write_kind=f"create/{obj['kind']}",
+        )
+        return result
+
     async def merge_patch(self, obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
         meta = obj["metadata"]
         path = resource_path(obj["kind"], meta["namespace"], meta["name"])

@@ -216,11 +216,26 @@ class WorkQueue:
         self._dirty: set[Key] = set()
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._not_before: dict[Key, float] = {}  # loop time before which the key is not processed again
+
+    def pace(self, key: Key, seconds: float) -> None:
+        """Hold further processing of key for seconds (adds meanwhile are deferred, not lost)."""
+        if seconds > 0:
+            self._not_before[key] = asyncio.get_running_loop().time() + seconds
+        else:
+            self._not_before.pop(key, None)
 
     def add(self, key: Key) -> None:
         if key in self._active:
             self._dirty.add(key)
             return
+        not_before = self._not_before.get(key)
+        if not_before is not None:
+            wait = not_before - asyncio.get_running_loop().time()
+            if wait > 0:
+                self.add_after(key, wait)
+                return
+            del self._not_before[key]
         if key not in self._queued:
             self._queued.add(key)
             self._queue.put_nowait(key)
