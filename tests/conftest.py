@@ -15,9 +15,7 @@ without cleaning up (SIGKILL, OOM) are killed and removed when the next session 
 from __future__ import annotations
 
 import atexit
-import contextlib
 import os
-import secrets
 import shutil
 import signal
 import threading
@@ -28,6 +26,7 @@ from types import FrameType
 from typing import Any
 
 import pytest
+from tests.e2e.support import Kube, create_namespace, delete_namespace, install_crd
 
 from wideep.devcluster.cluster import LocalCluster, cleanup_stale, find_controlplane, read_pids, state_root
 
@@ -116,21 +115,21 @@ def cluster() -> Iterator[LocalCluster]:
 @pytest.fixture
 def namespace(cluster: LocalCluster) -> Iterator[str]:
     """A fresh namespace ``t-<random>`` whose default ServiceAccount exists; deleted afterwards (no wait)."""
-    name = f"t-{secrets.token_hex(4)}"
-    cluster.api(
-        "POST",
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"wideep-test": "1"}}},
-    )
-    cluster.wait_for(
-        f"serviceaccount/default in {name}",
-        lambda: cluster.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
-        timeout=60,
-        interval=0.05,
-    )
+    name = create_namespace(cluster)
     yield name
-    with contextlib.suppress(Exception):
-        cluster.request("DELETE", f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
+    delete_namespace(cluster, name)
+
+
+@pytest.fixture(scope="session")
+def crd(cluster: LocalCluster) -> None:
+    """The generated CRD (and the deprecation-warning admission policy), installed once per session."""
+    install_crd(cluster)
+
+
+@pytest.fixture
+def kube(cluster: LocalCluster, crd: None) -> Kube:
+    """Test-side API access with the admin credentials (no operator code)."""
+    return Kube(cluster)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -26,6 +26,7 @@ from typing import Any
 
 import pytest
 import yaml
+from tests.e2e.support import create_namespace, delete_namespace
 
 from wideep import __version__
 from wideep.api import constants as c
@@ -507,18 +508,6 @@ def _can_i(cluster: LocalCluster, sa: str, *args: str) -> bool:
     return answer == "yes"
 
 
-def _create_namespace(cluster: LocalCluster, labels: dict[str, str] | None = None) -> str:
-    name = f"t-{secrets.token_hex(4)}"
-    meta = {"name": name, "labels": {"wideep-test": "1", **(labels or {})}}
-    cluster.api("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
-    return name
-
-
-def _delete_namespace(cluster: LocalCluster, name: str) -> None:
-    with contextlib.suppress(Exception):
-        cluster.request("DELETE", f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
-
-
 def _vap_owned_by_someone_else(cluster: LocalCluster) -> bool:
     """The deprecation-warnings policy is cluster-scoped; when another tool already applied it (the e2e tests
     apply crds/), this release must not try to own it."""
@@ -554,15 +543,15 @@ def test_install_namespaced_rbac_operator_reaches_ready_upgrade_uninstall(
     cluster: LocalCluster, tmp_path: Path
 ) -> None:
     """Release in its own namespace (PodSecurity `restricted` enforced), watching one app namespace."""
-    op_ns = _create_namespace(
+    op_ns = create_namespace(
         cluster,
         {
             "pod-security.kubernetes.io/enforce": "restricted",
             "pod-security.kubernetes.io/enforce-version": "latest",
         },
     )
-    app_ns = _create_namespace(cluster)
-    other_ns = _create_namespace(cluster)
+    app_ns = create_namespace(cluster)
+    other_ns = create_namespace(cluster)
     release = "wideep"
     installed = False
     try:
@@ -689,14 +678,14 @@ def test_install_namespaced_rbac_operator_reaches_ready_upgrade_uninstall(
             helm("uninstall", release, "-n", op_ns, kubeconfig=cluster.kubeconfig, check=False)
         _delete_pdeps(cluster, app_ns)
         for ns in (app_ns, other_ns, op_ns):
-            _delete_namespace(cluster, ns)
+            delete_namespace(cluster, ns)
 
 
 def test_install_cluster_wide_rbac_with_peering(cluster: LocalCluster, tmp_path: Path) -> None:
     """Default (cluster-wide) RBAC plus kopf peering: the operator, run with the ServiceAccount's token and
     --all-namespaces, keeps its peering object and reconciles a ParallelDeployment in any namespace."""
-    op_ns = _create_namespace(cluster)
-    app_ns = _create_namespace(cluster)
+    op_ns = create_namespace(cluster)
+    app_ns = create_namespace(cluster)
     release = f"wideep-{secrets.token_hex(2)}"
     peering = f"wideep-{secrets.token_hex(3)}"
     installed = False
@@ -779,4 +768,4 @@ def test_install_cluster_wide_rbac_with_peering(cluster: LocalCluster, tmp_path:
             helm("uninstall", release, "-n", op_ns, kubeconfig=cluster.kubeconfig, check=False)
         _delete_pdeps(cluster, app_ns)
         for ns in (app_ns, op_ns):
-            _delete_namespace(cluster, ns)
+            delete_namespace(cluster, ns)

@@ -9,23 +9,7 @@ import pytest
 
 from wideep.devcluster.cluster import LocalCluster
 
-from .support import ROOT, Kube, Operator
-
-
-@pytest.fixture(scope="session")
-def crd(cluster: LocalCluster) -> None:
-    """The generated CRD (and the deprecation-warning admission policy), installed once."""
-    proc = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    assert proc.returncode == 0, proc.stderr
-    proc = cluster.kubectl(
-        "wait", "--for=condition=Established", "--timeout=60s", "crd/paralleldeployments.wideep.dev"
-    )
-    assert proc.returncode == 0, proc.stderr
-
-
-@pytest.fixture
-def kube(cluster: LocalCluster, crd: None) -> Kube:
-    return Kube(cluster)
+from .support import Kube, Operator
 
 
 @pytest.fixture

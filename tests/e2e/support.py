@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import os
+import secrets
 import signal
 import socket
 import subprocess
@@ -23,6 +25,43 @@ from wideep.devcluster.cluster import LocalCluster
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
 API = f"/apis/{c.GROUP}/{c.VERSION}"
+
+
+def create_namespace(
+    cluster: LocalCluster, labels: dict[str, str] | None = None, *, wait_sa: bool = True
+) -> str:
+    """A fresh namespace ``t-<random>`` labelled ``wideep-test=1``; by default waits until its default
+    ServiceAccount exists (pods need it)."""
+    name = f"t-{secrets.token_hex(4)}"
+    meta = {"name": name, "labels": {"wideep-test": "1", **(labels or {})}}
+    cluster.api("POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": meta})
+    if wait_sa:
+        cluster.wait_for(
+            f"serviceaccount/default in {name}",
+            lambda: cluster.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
+            timeout=60,
+            interval=0.05,
+        )
+    return name
+
+
+def delete_namespace(cluster: LocalCluster, name: str) -> None:
+    """Delete a namespace without waiting (best effort)."""
+    with contextlib.suppress(Exception):
+        cluster.request("DELETE", f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
+
+
+def install_crd(cluster: LocalCluster) -> None:
+    """Apply the generated CRD and the deprecation-warning policy (``crds/``) and wait until it is served."""
+    proc = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
+    assert proc.returncode == 0, proc.stderr
+
+    def established() -> bool:
+        obj = cluster.api("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c.CRD_NAME}")
+        conds = (obj.get("status") or {}).get("conditions") or []
+        return any(cd["type"] == "Established" and cd["status"] == "True" for cd in conds)
+
+    cluster.wait_for(f"crd/{c.CRD_NAME} Established", established, timeout=60, interval=0.1)
 
 
 def free_port() -> int:

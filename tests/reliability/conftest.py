@@ -1,7 +1,6 @@
 """Fixtures and checks of the reliability suite: faults, load and bad input on the real control plane.
 
-``crd``        the generated CRD and deprecation-warning policy (``crds/``), applied once per session
-``kube``       test-side API access (``tests/e2e/support.Kube``: admin credentials, no operator code)
+``crd``, ``kube``, ``namespace`` come from tests/conftest.py;
 ``gpu_pool``   extra fake GPU nodes for one module (16 x 8 GPUs by default), tainted so that only groups
                that tolerate them (``on_pool``) land there; removed when the module ends
 ``operators``  starts ``wideep run`` processes (``tests/e2e/support.Operator``); whatever still runs at the
@@ -115,46 +114,6 @@ def status_rss(pid: int) -> dict[str, float]:
 
 
 # --------------------------------------------------------------------------------------------- fixtures
-
-
-@pytest.fixture(scope="session")
-def crd(cluster: LocalCluster) -> None:
-    proc = cluster.kubectl("apply", "--server-side", "--force-conflicts", "-f", str(ROOT / "crds"))
-    assert proc.returncode == 0, proc.stderr
-
-    def established() -> bool:
-        obj = cluster.api("GET", f"/apis/apiextensions.k8s.io/v1/customresourcedefinitions/{c.CRD_NAME}")
-        conds = (obj.get("status") or {}).get("conditions") or []
-        return any(cd["type"] == "Established" and cd["status"] == "True" for cd in conds)
-
-    cluster.wait_for(f"crd/{c.CRD_NAME} Established", established, timeout=60, interval=0.1)
-
-
-@pytest.fixture
-def kube(cluster: LocalCluster, crd: None) -> Kube:
-    return Kube(cluster)
-
-
-def create_namespace(cluster: LocalCluster) -> str:
-    """A fresh namespace ``t-<random>`` whose default ServiceAccount exists (like the ``namespace`` fixture)."""
-    name = f"t-{secrets.token_hex(4)}"
-    cluster.api(
-        "POST",
-        "/api/v1/namespaces",
-        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name, "labels": {"wideep-test": "1"}}},
-    )
-    cluster.wait_for(
-        f"serviceaccount/default in {name}",
-        lambda: cluster.request("GET", f"/api/v1/namespaces/{name}/serviceaccounts/default")[0] == 200,
-        timeout=60,
-        interval=0.05,
-    )
-    return name
-
-
-def delete_namespace(cluster: LocalCluster, name: str) -> None:
-    with contextlib.suppress(Exception):
-        cluster.request("DELETE", f"/api/v1/namespaces/{name}", {"propagationPolicy": "Background"})
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ from typing import Any
 
 from wideep.api import constants as c
 from wideep.api.models import ParallelDeployment
-from wideep.api.validate import validate_object
+from wideep.api.validate import Verdict, validate_object
 from wideep.planning.planner import GroupPlan, plan
 
 from .decide import Decision, decide, iso, parse_iso
@@ -29,13 +29,15 @@ PLAN_CACHE = 256
 
 
 STATUS_PROGRESS_SECONDS = 2.0
-# Pacing: after a pass whose own CPU (validate, plan, decide) took t seconds, the next pass of that group waits
-# PACE_FACTOR * (t - PACE_FREE), at most PACE_MAX_SECONDS. Pod events of a 1024-rank group coming up arrive
-# by the thousand and a pass costs ~50 ms there: unpaced, the operator spent more CPU re-deciding than the
-# API server needed to create the pods (bench). Small groups (a pass under PACE_FREE) are never held.
-PACE_FACTOR = 10.0
-PACE_FREE = 0.005
+# Pacing: after a pass whose own computation (decision; a new validation or plan excluded) took t seconds, the
+# next pass of that group waits PACE_FACTOR * t, at most PACE_MAX_SECONDS, so one group's passes use at most
+# ~1/(1 + PACE_FACTOR) of a core. The pods of a group coming up send several events each, and every event
+# used to start a pass: 48 passes for a 64-rank group, ~90 for 1024 ranks (0.05 s each there), CPU that the
+# API server, the scheduler and kwok were short of on a small machine (bench). Events that arrive meanwhile
+# are merged into the next pass. A pass of 8 ranks costs ~1 ms, so it waits ~5 ms.
+PACE_FACTOR = 5.0
 PACE_MAX_SECONDS = 1.0
+VERDICT_CACHE = 256
 
 
 def _status_equal(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
@@ -74,6 +76,7 @@ class Reconciler:
     ) -> None:
         self.resync_seconds = resync_seconds
         self._plans: OrderedDict[tuple[str, int, int], GroupPlan] = OrderedDict()
+        self._verdicts: OrderedDict[tuple[str, int], Verdict] = OrderedDict()
         self.kube = kube
         self.cache = cache
         self.queue = queue
@@ -82,6 +85,7 @@ class Reconciler:
         self._apply_errors: dict[Key, str] = {}
         self._status_written: dict[Key, float] = {}  # monotonic time of the last status write
         self._pass_cpu: dict[Key, float] = {}  # seconds of the last pass's own computation
+        self._planning = 0.0  # seconds spent validating and planning afresh during the current pass
         self.status_progress_seconds = STATUS_PROGRESS_SECONDS
 
     async def process(self, key: Key) -> None:
@@ -99,15 +103,33 @@ class Reconciler:
             self.metrics.reconcile_duration.observe(time.perf_counter() - started)
         if key in self.cache.pdeps:
             cost = self._pass_cpu.pop(key, 0.0)
-            self.queue.pace(key, min(PACE_MAX_SECONDS, PACE_FACTOR * (cost - PACE_FREE)))
+            self.queue.pace(key, min(PACE_MAX_SECONDS, PACE_FACTOR * cost))
             self.queue.add_after(key, delay if delay is not None else self.resync_seconds)
+
+    def _validate(self, pdep: dict[str, Any]) -> Verdict:
+        """validate_object() memoised per (uid, generation): the spec only changes with the generation."""
+        meta = pdep["metadata"]
+        mk = (str(meta.get("uid")), int(meta.get("generation") or 0))
+        hit = self._verdicts.get(mk)
+        if hit is None:
+            t0 = time.perf_counter()
+            hit = validate_object(pdep)
+            self._planning += time.perf_counter() - t0
+            self._verdicts[mk] = hit
+            while len(self._verdicts) > VERDICT_CACHE:
+                self._verdicts.popitem(last=False)
+        else:
+            self._verdicts.move_to_end(mk)
+        return hit
 
     def _plan(self, obj: ParallelDeployment, group_generation: int) -> GroupPlan:
         """plan() is pure: memoised per (uid, generation, group generation); 1024 ranks take ~0.2 s to plan."""
         mk = (str(obj.metadata.get("uid")), int(obj.metadata.get("generation") or 0), group_generation)
         hit = self._plans.get(mk)
         if hit is None:
+            t0 = time.perf_counter()
             hit = plan(obj, group_generation=group_generation)
+            self._planning += time.perf_counter() - t0
             self._plans[mk] = hit
             while len(self._plans) > PLAN_CACHE:
                 self._plans.popitem(last=False)
@@ -122,12 +144,13 @@ class Reconciler:
             return None  # children carry ownerReferences: the garbage collector removes them
         uid = pdep["metadata"]["uid"]
         now = self.clock()
-        computing = time.perf_counter()
-        verdict = validate_object(pdep)
+        computing, self._planning = time.perf_counter(), 0.0
+        verdict = self._validate(pdep)
         pods = self.cache.owned("Pod", key, uid)
         services = self.cache.owned("Service", key, uid)
         d = decide(pdep, verdict, pods, services, now, self._plan)
-        self._pass_cpu[key] = time.perf_counter() - computing
+        # A new validation or plan is made once per spec and generation: it does not say what the next pass costs.
+        self._pass_cpu[key] = time.perf_counter() - computing - self._planning
         if d.restarted:
             # A gang restart costs every rank its start-up (minutes at scale): confirm the incident
             # against the API server, not only the watch cache, before acting on it.
