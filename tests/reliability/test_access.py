@@ -18,12 +18,12 @@ from typing import Any
 
 import pytest
 from tests.chart.test_chart import render
-from tests.e2e.support import Kube, pdep, uids, wait_until
+from tests.e2e.support import Kube, create_namespace, delete_namespace, pdep, uids, wait_until
 
 from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster
 
-from .conftest import API, Operators, create_namespace, delete_namespace, report
+from .conftest import API, Operators, report
 
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
 

@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.support import Kube, Operator, pdep, uids, wait_until
+from tests.e2e.support import Kube, Operator, create_namespace, delete_namespace, pdep, uids, wait_until
 
 from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster
 
-from .conftest import Operators, create_namespace, delete_namespace, report
+from .conftest import Operators, report
 
 pytestmark = pytest.mark.slow
 
