@@ -443,7 +443,7 @@ def test_accepted_operator_fields_make_pods_the_api_server_accepts(
     verdict = validate_object(obj)
     assert (200 <= status < 300) == verdict.ok, (status, body.get("message"), verdict.errors)
     if not verdict.ok:
-        pytest.skip(f"refused by both, naming {sorted({e.path for e in verdict.errors})}")
+        return  # refused by both: agreement is all there is to check
     body["metadata"].setdefault("uid", "00000000-0000-0000-0000-000000000000")
     stored = validate_object(body)
     assert stored.obj is not None
