@@ -1,12 +1,16 @@
-"""What one ParallelDeployment status write costs the API server, by group size and verb.
+"""What the operator's writes cost the API server: creating rank pods and Services by verb, and one
+ParallelDeployment status write by group size and verb.
 
-    python -m bench.status_write [--sizes 64 256 1024] [--reps 10]
+    python -m bench.write_cost [--sizes 64 256 1024] [--reps 10] [--objects 1024]
 
-Starts its own local control plane, creates one ParallelDeployment per size and writes a status with that many
-rank entries ``reps`` times with server-side apply (the operator's verb) and with a JSON merge patch, in
-alternating rounds; reports kube-apiserver CPU (from /proc) and wall time per write. Baseline: the same
-number of writes of a status without rank entries, in the same process on the same API server. Writes
-``bench/results/status_write.md``.
+Starts its own local control plane (4 fake nodes), then
+- creates the pods and Services of a DP=``objects`` plan with POST (baseline) and with server-side apply, each
+  kind in its own namespace, 64 in flight, twice in alternating order; reports kube-apiserver CPU (from /proc)
+  and wall time;
+- creates one ParallelDeployment per size and writes a status with that many rank entries ``reps`` times
+  with server-side apply (the operator's verb) and with a JSON merge patch; baseline: a status without rank
+  entries on the same API server.
+Writes ``bench/results/write_cost.md``.
 """
 
 from __future__ import annotations
@@ -25,7 +29,7 @@ from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster, state_root
 from wideep.reconcile.kube import KubeClient, load_credentials, resource_path
 
-from .controller_bench import pdep_doc
+from .controller_bench import pdep_doc, planned_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -119,12 +123,70 @@ async def measure(cluster: LocalCluster, sizes: list[int], reps: int) -> list[di
     return rows
 
 
+async def measure_creates(cluster: LocalCluster, n: int) -> list[dict[str, Any]]:
+    kube = KubeClient(load_credentials(), concurrency=64)
+    api_pid = cluster.pids()["kube-apiserver"]
+    objects = planned_objects(pdep_doc("g", "x", n), "00000000-0000-4000-8000-0000b0a5e11e")
+    for o in objects:
+        o["metadata"].pop("ownerReferences", None)  # no owner in these namespaces: nothing to collect
+    per: dict[tuple[str, str], list[tuple[float, float]]] = {}
+    try:
+        for round_ in range(2):
+            for kind in ("Service", "Pod"):
+                verbs = ("create", "apply") if round_ == 0 else ("apply", "create")
+                for verb in verbs:
+                    ns = f"verbs-{kind.lower()}-{verb}-{round_}"
+                    cluster.api(
+                        "POST",
+                        "/api/v1/namespaces",
+                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
+                    )
+                    await asyncio.sleep(2)
+                    these = [
+                        {**o, "metadata": {**o["metadata"], "namespace": ns}}
+                        for o in objects
+                        if o["kind"] == kind
+                    ]
+                    write = kube.create if verb == "create" else kube.apply
+                    c0, t0 = cpu_seconds(api_pid), time.perf_counter()
+                    await asyncio.gather(*(write(o) for o in these))
+                    per.setdefault((kind, verb), []).append(
+                        (cpu_seconds(api_pid) - c0, time.perf_counter() - t0)
+                    )
+                    cluster.request("DELETE", f"/api/v1/namespaces/{ns}/pods", None)
+                    await asyncio.sleep(2)
+    finally:
+        await kube.close()
+    rows = []
+    for kind in ("Pod", "Service"):
+        base = statistics.median(x[0] for x in per[(kind, "create")])
+        for verb in ("create", "apply"):
+            cpu = statistics.median(x[0] for x in per[(kind, verb)])
+            wall = statistics.median(x[1] for x in per[(kind, verb)])
+            count = sum(o["kind"] == kind for o in objects)
+            rows.append(
+                {
+                    "kind": kind,
+                    "verb": verb,
+                    "count": count,
+                    "cpu_s": cpu,
+                    "wall_s": wall,
+                    "ratio": cpu / base,
+                }
+            )
+            print(f"{count} {kind}s by {verb}: API-server CPU {cpu:.2f} s, wall {wall:.2f} s", flush=True)
+    return rows
+
+
 def main() -> int:
-    p = argparse.ArgumentParser(prog="bench.status_write", description=__doc__)
+    p = argparse.ArgumentParser(prog="bench.write_cost", description=__doc__)
     p.add_argument("--sizes", type=int, nargs="+", default=[64, 256, 1024])
     p.add_argument("--reps", type=int, default=10)
+    p.add_argument(
+        "--objects", type=int, default=1024, help="DP size of the plan whose pods and Services are created"
+    )
     args = p.parse_args()
-    cluster = LocalCluster(state_root() / "bench-status", nodes=1, gpus_per_node=8, verbose=False)
+    cluster = LocalCluster(state_root() / "bench-write-cost", nodes=4, gpus_per_node=8, verbose=False)
     cluster.start()
     try:
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
@@ -135,14 +197,30 @@ def main() -> int:
             lambda: cluster.request("GET", f"/apis/{c.GROUP}/{c.VERSION}/{c.PLURAL}")[0] == 200,
             timeout=60,
         )
+        creates = asyncio.run(measure_creates(cluster, args.objects))
         rows = asyncio.run(measure(cluster, args.sizes, args.reps))
     finally:
         cluster.stop()
     lines = [
-        "# Status write cost",
+        "# What the operator's writes cost the API server",
         "",
-        "Written by `python -m bench.status_write`. API-server CPU per ParallelDeployment status write (median of 2",
-        f"rounds of {args.reps} writes), against a status without rank entries on the same API server.",
+        "Written by `python -m bench.write_cost` (its own local control plane; kube-apiserver CPU from /proc).",
+        "",
+        f"## Creating the objects of a DP={args.objects} plan (median of 2 rounds, 64 in flight)",
+        "",
+        "Baseline: POST. The operator POSTs pods and server-side applies Services and every later change.",
+        "",
+        "| objects | verb | API-server CPU | wall | CPU vs POST |",
+        "|---|---|---|---|---|",
+        *(
+            f"| {r['count']} {r['kind']}s | {'POST' if r['verb'] == 'create' else 'server-side apply'} | "
+            f"{r['cpu_s']:.2f} s | {r['wall_s']:.2f} s | {r['ratio']:.2f} |"
+            for r in creates
+        ),
+        "",
+        "## One ParallelDeployment status write",
+        "",
+        f"Median of 2 rounds of {args.reps} writes, against a status without rank entries on the same API server.",
         "",
         "| ranks | verb | status JSON | API-server CPU / write | wall / write | without ranks | ratio |",
         "|---|---|---|---|---|---|---|",
@@ -152,7 +230,7 @@ def main() -> int:
             f"| {r['n']} | {r['verb']} | {r['bytes'] / 1024:.0f} KiB | {r['cpu_ms']:.0f} ms | {r['wall_ms']:.0f} ms | "
             f"{r['base_cpu_ms']:.0f} ms | {r['ratio']:.1f} |"
         )
-    out = ROOT / "bench" / "results" / "status_write.md"
+    out = ROOT / "bench" / "results" / "write_cost.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
     return 0
