@@ -987,6 +987,26 @@ class OperatorProc:
         return self.proc.returncode
 
 
+async def wait_pdep_watch(admin: Api, timeout: float = 15.0) -> float | None:
+    """Wait until a watch of ParallelDeployments is open on the API server (kopf opens it only after the
+    operator's start-up handlers): a user's apply meets a running operator, not one still starting. Nothing
+    else watches ParallelDeployments before the observer starts. Returns the seconds waited (None: timed out)."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        _status, body = await admin.call("GET", "/metrics")
+        text = body.get("raw", "") if isinstance(body, dict) else ""
+        for line in text.splitlines():
+            if (
+                line.startswith("apiserver_longrunning_requests{")
+                and 'resource="paralleldeployments"' in line
+                and 'verb="WATCH"' in line
+                and float(line.rsplit(" ", 1)[1]) >= 1
+            ):
+                return time.monotonic() - t0
+        await asyncio.sleep(0.05)
+    return None
+
+
 def writes_from_metrics(before: dict[str, float], after: dict[str, float]) -> dict[str, int]:
     out: dict[str, int] = {}
     for key, value in after.items():
@@ -1039,6 +1059,7 @@ async def operator_case(b: Bench, n: int, recovery: bool, noop: bool = True) -> 
     profile = b.out_dir / f"operator-{n}.prof" if b.profile else None
     op = OperatorProc(b.cluster, [ns], b.out_dir, resync_seconds=b.resync_seconds, profile=profile).start()
     try:
+        res["watch_open_s"] = await wait_pdep_watch(b.admin)
         await asyncio.sleep(0.5)
         res["rss_idle"] = op.memory()
         obs = await Observer(b.cluster, ns, "create", n, pd=True).start()
