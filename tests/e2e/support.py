@@ -6,6 +6,7 @@ import contextlib
 import copy
 import json
 import os
+import random
 import secrets
 import signal
 import socket
@@ -65,9 +66,18 @@ def install_crd(cluster: LocalCluster) -> None:
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    """A free port below the kernel's ephemeral range (32768-60999 here). A port the kernel hands out for
+    port 0 lies inside that range, where every outgoing connection takes its local port too, so it could be
+    taken before the operator binds it (seen once in CI: kopf's health endpoint failed with EADDRINUSE)."""
+    for _ in range(500):
+        port = random.randint(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("0.0.0.0", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def example(name: str, namespace: str) -> dict[str, Any]:
