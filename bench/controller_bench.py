@@ -197,7 +197,7 @@ def make_cluster(state_dir: Path, nodes: int, gpus_per_node: int) -> Any:
 
         def user_kubeconfig(self, user: str) -> Path:
             path = Path(self.state_dir) / f"kubeconfig-{user}"
-            self._write_kubeconfig(path, self.user_tokens[user], user)
+            self.write_kubeconfig(path, self.user_tokens[user], user)
             return path
 
     return BenchCluster()

@@ -29,14 +29,23 @@ from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster, state_root
 from wideep.reconcile.kube import KubeClient, load_credentials, resource_path
 
-from .controller_bench import pdep_doc, planned_objects
+from .controller_bench import cpu_seconds, pdep_doc, planned_objects
+from .run import install_crd
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def cpu_seconds(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+def api_cpu(pid: int) -> float:
+    value = cpu_seconds(pid)
+    if value is None:
+        raise RuntimeError("kube-apiserver is gone")
+    return value
+
+
+def make_namespace(cluster: LocalCluster, name: str) -> None:
+    cluster.api(
+        "POST", "/api/v1/namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": name}}
+    )
 
 
 def status(n: int, ready: int) -> dict[str, Any]:
@@ -81,21 +90,17 @@ async def measure(cluster: LocalCluster, sizes: list[int], reps: int) -> list[di
     try:
         for n in sizes:
             ns = f"status-{n}"
-            cluster.api(
-                "POST",
-                "/api/v1/namespaces",
-                {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-            )
+            make_namespace(cluster, ns)
             await kube.request("POST", resource_path(c.KIND, ns), body=pdep_doc("g", ns, n))
             per: dict[str, list[tuple[float, float]]] = {}
             for round_ in range(2):
                 for verb, ranks in (("apply", 0), ("apply", n), ("merge", n)):
-                    c0, t0 = cpu_seconds(api_pid), time.perf_counter()
+                    c0, t0 = api_cpu(api_pid), time.perf_counter()
                     for i in range(reps):
                         st = status(ranks, i + round_ * reps) if ranks else {**status(n, i)} | {"ranks": []}
                         await write(kube, ns, verb, st)
                     per.setdefault(f"{verb}/{ranks}", []).append(
-                        ((cpu_seconds(api_pid) - c0) / reps, (time.perf_counter() - t0) / reps)
+                        ((api_cpu(api_pid) - c0) / reps, (time.perf_counter() - t0) / reps)
                     )
             size = len(orjson.dumps(status(n, 0)))
             base_cpu = statistics.median(x[0] for x in per["apply/0"])
@@ -136,11 +141,7 @@ async def measure_creates(cluster: LocalCluster, n: int) -> list[dict[str, Any]]
                 verbs = ("create", "apply") if round_ == 0 else ("apply", "create")
                 for verb in verbs:
                     ns = f"verbs-{kind.lower()}-{verb}-{round_}"
-                    cluster.api(
-                        "POST",
-                        "/api/v1/namespaces",
-                        {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": ns}},
-                    )
+                    make_namespace(cluster, ns)
                     await asyncio.sleep(2)
                     these = [
                         {**o, "metadata": {**o["metadata"], "namespace": ns}}
@@ -148,11 +149,9 @@ async def measure_creates(cluster: LocalCluster, n: int) -> list[dict[str, Any]]
                         if o["kind"] == kind
                     ]
                     write = kube.create if verb == "create" else kube.apply
-                    c0, t0 = cpu_seconds(api_pid), time.perf_counter()
+                    c0, t0 = api_cpu(api_pid), time.perf_counter()
                     await asyncio.gather(*(write(o) for o in these))
-                    per.setdefault((kind, verb), []).append(
-                        (cpu_seconds(api_pid) - c0, time.perf_counter() - t0)
-                    )
+                    per.setdefault((kind, verb), []).append((api_cpu(api_pid) - c0, time.perf_counter() - t0))
                     cluster.request("DELETE", f"/api/v1/namespaces/{ns}/pods", None)
                     await asyncio.sleep(2)
     finally:
@@ -190,13 +189,7 @@ def main() -> int:
     cluster.start()
     try:
         os.environ["KUBECONFIG"] = str(cluster.kubeconfig)
-        proc = cluster.kubectl("apply", "--server-side", "-f", str(ROOT / "crds"))
-        assert proc.returncode == 0, proc.stderr
-        cluster.wait_for(
-            "CRD served",
-            lambda: cluster.request("GET", f"/apis/{c.GROUP}/{c.VERSION}/{c.PLURAL}")[0] == 200,
-            timeout=60,
-        )
+        install_crd(cluster)
         creates = asyncio.run(measure_creates(cluster, args.objects))
         rows = asyncio.run(measure(cluster, args.sizes, args.reps))
     finally:

@@ -427,25 +427,6 @@ def test_security_scan_of_the_rendered_chart(tmp_path: Path) -> None:
 # --------------------------------------------------------------------------------------------- on the cluster
 
 
-def _sa_kubeconfig(cluster: LocalCluster, path: Path, token: str) -> Path:
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [
-            {
-                "name": "c",
-                "cluster": {"server": cluster.server, "certificate-authority": str(cluster.ca_path)},
-            }
-        ],
-        "users": [{"name": "sa", "user": {"token": token}}],
-        "contexts": [{"name": "sa", "context": {"cluster": "c", "user": "sa"}}],
-        "current-context": "sa",
-    }
-    path.write_text(json.dumps(config))
-    path.chmod(0o600)
-    return path
-
-
 @contextlib.contextmanager
 def local_operator(
     kubeconfig: Path, args: list[str], log_path: Path, env: dict[str, str] | None = None
@@ -521,7 +502,7 @@ def _pods(cluster: LocalCluster, ns: str, selector: str) -> list[dict[str, Any]]
     return list(cluster.api("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector={selector}").get("items", []))
 
 
-def _operator_log_clean(log: Path) -> None:
+def operator_log_clean(log: Path) -> None:
     """No request of the operator was refused by RBAC (the API server names the ServiceAccount then)."""
     text = log.read_text(errors="replace")
     refused = 'User "system:serviceaccount:' in text or "403 Forbidden" in text or "APIForbiddenError" in text
@@ -601,7 +582,9 @@ def test_install_namespaced_rbac_operator_reaches_ready_upgrade_uninstall(
         assert not _can_i(cluster, who, "list", "pods", "--all-namespaces")
 
         # The operator, run locally with exactly that ServiceAccount's token, brings the example to Ready.
-        kubeconfig = _sa_kubeconfig(cluster, tmp_path / "sa.kubeconfig", cluster.create_token(op_ns, sa_name))
+        kubeconfig = cluster.write_kubeconfig(
+            tmp_path / "sa.kubeconfig", cluster.create_token(op_ns, sa_name), "sa"
+        )
         log = tmp_path / "operator.log"
         doc = yaml.safe_load(EXAMPLE.read_text())
         name = doc["metadata"]["name"]
@@ -614,7 +597,7 @@ def test_install_namespaced_rbac_operator_reaches_ready_upgrade_uninstall(
             print(f"\n[chart] {name}: Ready in {time.monotonic() - t0:.1f}s under the chart's RBAC")
             assert obj["status"]["ready"] == "16/16"
             assert argocd_health(obj) == {"status": "Healthy", "message": "all 16 DP ranks ready in 16 pods"}
-            _operator_log_clean(log)
+            operator_log_clean(log)
 
         # GitOps: the operator owns status and children only; spec stays the GitOps tool's.
         obj = cluster.api("GET", f"{API}/namespaces/{app_ns}/{c.PLURAL}/{name}")
@@ -718,7 +701,9 @@ def test_install_cluster_wide_rbac_with_peering(cluster: LocalCluster, tmp_path:
         assert not _can_i(cluster, who, "delete", "namespaces")
         assert not _can_i(cluster, who, "create", "deployments", "-n", app_ns)
 
-        kubeconfig = _sa_kubeconfig(cluster, tmp_path / "sa.kubeconfig", cluster.create_token(op_ns, sa_name))
+        kubeconfig = cluster.write_kubeconfig(
+            tmp_path / "sa.kubeconfig", cluster.create_token(op_ns, sa_name), "sa"
+        )
         log = tmp_path / "operator.log"
         doc = {
             "apiVersion": c.API_VERSION,
@@ -753,7 +738,7 @@ def test_install_cluster_wide_rbac_with_peering(cluster: LocalCluster, tmp_path:
             )
             _apply_example(cluster, app_ns, doc)
             cluster.wait_for("small Ready", lambda: _ready(cluster, app_ns, "small"), timeout=120)
-            _operator_log_clean(log)
+            operator_log_clean(log)
 
         helm("uninstall", release, "-n", op_ns, "--wait", kubeconfig=cluster.kubeconfig)
         installed = False

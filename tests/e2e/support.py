@@ -14,7 +14,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -63,6 +63,54 @@ def install_crd(cluster: LocalCluster) -> None:
         return any(cd["type"] == "Established" and cd["status"] == "True" for cd in conds)
 
     cluster.wait_for(f"crd/{c.CRD_NAME} Established", established, timeout=60, interval=0.1)
+
+
+@contextlib.contextmanager
+def tainted_pool(
+    cluster: LocalCluster, value: str, nodes: int, *, gpus: int = 8, drain_timeout: float = 0
+) -> Iterator[str]:
+    """``nodes`` extra fake nodes x ``gpus`` GPUs, labelled and tainted ``pool=<value>`` so that only groups
+    that tolerate them (``on_pool``) land there; yields the value once all are Ready and deletes the nodes
+    afterwards (after waiting up to ``drain_timeout`` s for pods to leave them)."""
+    names = [f"{value}-{i}" for i in range(nodes)]
+    for name in names:
+        cluster.create_fake_node(name, gpus=gpus, labels={"pool": value})
+        cluster.api(
+            "PATCH",
+            f"/api/v1/nodes/{name}",
+            {"spec": {"taints": [{"key": "pool", "value": value, "effect": "NoSchedule"}]}},
+            content_type="application/merge-patch+json",
+        )
+
+    def ready() -> bool:
+        items = cluster.api("GET", f"/api/v1/nodes?labelSelector=pool%3D{value}")["items"]
+        return len(items) == nodes and all(
+            any(cd["type"] == "Ready" and cd["status"] == "True" for cd in n["status"].get("conditions", []))
+            for n in items
+        )
+
+    cluster.wait_for(f"{nodes} pool nodes Ready", ready, timeout=90)
+    try:
+        yield value
+    finally:
+        if drain_timeout > 0:
+
+            def drained() -> bool:
+                pods = cluster.api("GET", "/api/v1/pods")["items"]
+                return not [p for p in pods if (p["spec"].get("nodeName") or "") in names]
+
+            with contextlib.suppress(TimeoutError):
+                cluster.wait_for("pods off the pool nodes", drained, timeout=drain_timeout, interval=0.5)
+        for name in names:
+            cluster.request("DELETE", f"/api/v1/nodes/{name}")
+
+
+def on_pool(obj: dict[str, Any], pool: str) -> dict[str, Any]:
+    """Schedule a ParallelDeployment's pods onto a ``tainted_pool``."""
+    spec = obj["spec"]["template"]["spec"]
+    spec["nodeSelector"] = {"pool": pool}
+    spec["tolerations"] = [{"key": "pool", "operator": "Equal", "value": pool, "effect": "NoSchedule"}]
+    return obj
 
 
 def free_port() -> int:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster
 
-from .support import Kube, Operator, pdep, uids, wait_until
+from .support import Kube, Operator, on_pool, pdep, tainted_pool, uids, wait_until
 
 BIG_POOL = "wideep-test-big"
 
@@ -20,34 +19,8 @@ BIG_POOL = "wideep-test-big"
 @pytest.fixture(scope="module")
 def big_pool(cluster: LocalCluster) -> Iterator[str]:
     """32 extra fake nodes x 8 GPUs, tainted so that only tests asking for them land there."""
-    names = [f"big-node-{i}" for i in range(32)]
-    for name in names:
-        cluster.create_fake_node(name, gpus=8, labels={"pool": BIG_POOL})
-        cluster.api(
-            "PATCH",
-            f"/api/v1/nodes/{name}",
-            {"spec": {"taints": [{"key": "pool", "value": BIG_POOL, "effect": "NoSchedule"}]}},
-            content_type="application/merge-patch+json",
-        )
-
-    def ready() -> bool:
-        nodes = cluster.api("GET", "/api/v1/nodes?labelSelector=pool%3D" + BIG_POOL)["items"]
-        return len(nodes) == 32 and all(
-            any(cd["type"] == "Ready" and cd["status"] == "True" for cd in n["status"].get("conditions", []))
-            for n in nodes
-        )
-
-    cluster.wait_for("big pool Ready", ready, timeout=60)
-    yield BIG_POOL
-    for name in names:
-        cluster.request("DELETE", f"/api/v1/nodes/{name}")
-
-
-def on_big_pool(obj: dict[str, Any]) -> dict[str, Any]:
-    spec = obj["spec"]["template"]["spec"]
-    spec["nodeSelector"] = {"pool": BIG_POOL}
-    spec["tolerations"] = [{"key": "pool", "operator": "Equal", "value": BIG_POOL, "effect": "NoSchedule"}]
-    return obj
+    with tainted_pool(cluster, BIG_POOL, 32) as value:
+        yield value
 
 
 def test_killed_mid_creation_converges_to_exactly_256_pods(
@@ -55,7 +28,7 @@ def test_killed_mid_creation_converges_to_exactly_256_pods(
 ) -> None:
     op = Operator(cluster, [namespace], tmp_path).start()
     try:
-        kube.apply(on_big_pool(pdep("wide", namespace, dp=256)))
+        kube.apply(on_pool(pdep("wide", namespace, dp=256), big_pool))
         wait_until(
             "some pods created", lambda: len(kube.pods(namespace, "wide")) >= 20, timeout=60, interval=0.02
         )

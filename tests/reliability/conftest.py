@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.support import ROOT, Kube, Operator, wait_until
+from tests.e2e.support import ROOT, Kube, Operator, tainted_pool, wait_until
 
 from wideep.api import constants as c
 from wideep.api.validate import validate_object
@@ -119,35 +119,10 @@ def status_rss(pid: int) -> dict[str, float]:
 @pytest.fixture(scope="module")
 def gpu_pool(cluster: LocalCluster) -> Iterator[str]:
     """POOL_NODES fake nodes x 8 GPUs, labelled and tainted ``pool=<value>``; yields the value."""
-    value = f"{POOL_TAINT}-{secrets.token_hex(2)}"
-    names = [f"{value}-{i}" for i in range(POOL_NODES)]
-    for name in names:
-        cluster.create_fake_node(name, gpus=8, labels={"pool": value})
-        cluster.api(
-            "PATCH",
-            f"/api/v1/nodes/{name}",
-            {"spec": {"taints": [{"key": "pool", "value": value, "effect": "NoSchedule"}]}},
-            content_type="application/merge-patch+json",
-        )
-
-    def ready() -> bool:
-        nodes = cluster.api("GET", f"/api/v1/nodes?labelSelector=pool%3D{value}")["items"]
-        return len(nodes) == len(names) and all(
-            any(cd["type"] == "Ready" and cd["status"] == "True" for cd in n["status"].get("conditions", []))
-            for n in nodes
-        )
-
-    cluster.wait_for(f"{len(names)} pool nodes Ready", ready, timeout=90)
-    yield value
-
-    def drained() -> bool:
-        pods = cluster.api("GET", "/api/v1/pods")["items"]
-        return not [p for p in pods if (p["spec"].get("nodeName") or "").startswith(value)]
-
-    with contextlib.suppress(TimeoutError):
-        cluster.wait_for("pods off the pool nodes", drained, timeout=120, interval=0.5)
-    for name in names:
-        cluster.request("DELETE", f"/api/v1/nodes/{name}")
+    with tainted_pool(
+        cluster, f"{POOL_TAINT}-{secrets.token_hex(2)}", POOL_NODES, drain_timeout=120
+    ) as value:
+        yield value
 
 
 def purge(cluster: LocalCluster, ns: str, timeout: float = 60) -> None:
@@ -162,13 +137,6 @@ def purge(cluster: LocalCluster, ns: str, timeout: float = 60) -> None:
             timeout=timeout,
             interval=0.5,
         )
-
-
-def on_pool(obj: dict[str, Any], pool: str) -> dict[str, Any]:
-    spec = obj["spec"]["template"]["spec"]
-    spec["nodeSelector"] = {"pool": pool}
-    spec["tolerations"] = [{"key": "pool", "operator": "Equal", "value": pool, "effect": "NoSchedule"}]
-    return obj
 
 
 class ServiceAccountOperator(Operator):

@@ -23,7 +23,7 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from tests.e2e.support import Kube, pdep, wait_until
+from tests.e2e.support import Kube, on_pool, pdep, wait_until
 
 from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster
@@ -31,7 +31,6 @@ from wideep.devcluster.cluster import LocalCluster
 from .conftest import (
     Operators,
     convergence_problems,
-    on_pool,
     purge,
     report,
     unexpected_log_lines,

@@ -25,12 +25,12 @@ import time
 from typing import Any
 
 import pytest
-from tests.e2e.support import Kube, Operator, pdep, uids, wait_until
+from tests.e2e.support import Kube, Operator, on_pool, pdep, uids, wait_until
 
 from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster
 
-from .conftest import Operators, on_pool, percentiles, purge, report, unexpected_log_lines, wait_converged
+from .conftest import Operators, percentiles, purge, report, unexpected_log_lines, wait_converged
 
 TRIALS = int(os.environ.get("WIDEEP_CRASH_TRIALS", "20"))
 RANKS = int(os.environ.get("WIDEEP_CRASH_RANKS", "128"))

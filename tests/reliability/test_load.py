@@ -15,7 +15,7 @@ import time
 
 import pytest
 import yaml
-from tests.e2e.support import Kube, pdep
+from tests.e2e.support import Kube, on_pool, pdep
 
 from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster
@@ -25,7 +25,6 @@ from .conftest import (
     ROOT,
     Operators,
     histogram_quantiles,
-    on_pool,
     percentiles,
     purge,
     report,

@@ -372,11 +372,11 @@ class LocalCluster:
             f'{kwok_token},kwok-controller,kwok-uid,"system:masters"\n'
         )
         tokens.chmod(0o600)
-        self._write_kubeconfig(self.kubeconfig, self._token, "admin")
+        self.write_kubeconfig(self.kubeconfig, self._token, "admin")
         kc_dir = self.state_dir / "kubeconfigs"
-        self._write_kubeconfig(kc_dir / "controller-manager", cm_token, "system:kube-controller-manager")
-        self._write_kubeconfig(kc_dir / "scheduler", sched_token, "system:kube-scheduler")
-        self._write_kubeconfig(kc_dir / "kwok", kwok_token, "kwok-controller")
+        self.write_kubeconfig(kc_dir / "controller-manager", cm_token, "system:kube-controller-manager")
+        self.write_kubeconfig(kc_dir / "scheduler", sched_token, "system:kube-scheduler")
+        self.write_kubeconfig(kc_dir / "kwok", kwok_token, "kwok-controller")
         self._mark("prepare", t0)
 
         try:
@@ -569,7 +569,8 @@ class LocalCluster:
             *(f"--config={s}" for s in stages),
         ]
 
-    def _write_kubeconfig(self, path: Path, token: str, user: str) -> None:
+    def write_kubeconfig(self, path: Path, token: str, user: str) -> Path:
+        """A kubeconfig (mode 0600) for this cluster that authenticates with a bearer token."""
         config = {
             "apiVersion": "v1",
             "kind": "Config",
@@ -585,6 +586,7 @@ class LocalCluster:
         }
         path.write_text(json.dumps(config, indent=2) + "\n")  # JSON is valid YAML
         path.chmod(0o600)
+        return path
 
     def _spawn(self, name: str, bindir: Path, args: list[str]) -> None:
         binary = str(bindir / name)
