@@ -6,6 +6,7 @@ import json
 import threading
 import time
 import urllib.request
+from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -59,12 +60,18 @@ def test_example_reaches_ready_with_planned_ranks(
 
 
 def test_one_failed_rank_restarts_the_whole_group_once(
-    kube: Kube, operator: Operator, namespace: str
+    cluster: LocalCluster, kube: Kube, operator: Operator, namespace: str
 ) -> None:
     kube.apply(pdep("gang", namespace, dp=4))
     kube.wait_ready(namespace, "gang")
     before = kube.live_pods(namespace, "gang")
-    kube.fail_pod(namespace, "gang-2")
+    with PodWatcher(cluster, namespace) as pod_watch, Watcher(cluster, namespace, PDEPS) as status_watch:
+        kube.fail_pod(namespace, "gang-2")
+        wait_until("the first delete", lambda: len(kube.live_pods(namespace, "gang")) < 4, timeout=60)
+        time.sleep(0.3)
+    assert recorded_before_first_delete(status_watch, pod_watch, 2), (
+        "a pod was deleted before the restart was recorded"
+    )
 
     def restarted() -> bool:
         obj = kube.get_pdep(namespace, "gang") or {}
@@ -154,21 +161,24 @@ def test_deleted_rank_pod_recreates_group(kube: Kube, operator: Operator, namesp
     assert obj["status"]["ranks"][1]["lastFailure"]["reason"] == "Deleted"
 
 
-class PodWatcher:
-    """Records every pod event of a namespace, to prove old and new ranks never coexist."""
+PDEPS = f"/apis/{c.API_VERSION}/namespaces/{{ns}}/{c.PLURAL}"
 
-    def __init__(self, cluster: LocalCluster, namespace: str) -> None:
+
+class Watcher:
+    """Records every event of a namespaced collection (pods by default) from the moment it is entered."""
+
+    def __init__(
+        self, cluster: LocalCluster, namespace: str, collection: str = "/api/v1/namespaces/{ns}/pods"
+    ) -> None:
         self.cluster = cluster
-        self.namespace = namespace
+        self.path = collection.format(ns=namespace)
         self.events: list[tuple[str, dict[str, Any]]] = []
         self._stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
 
     def _run(self) -> None:
-        rv = self.cluster.api("GET", f"/api/v1/namespaces/{self.namespace}/pods")["metadata"][
-            "resourceVersion"
-        ]
-        url = f"{self.cluster.server}/api/v1/namespaces/{self.namespace}/pods?watch=1&resourceVersion={rv}&timeoutSeconds=120"
+        rv = self.cluster.api("GET", self.path)["metadata"]["resourceVersion"]
+        url = f"{self.cluster.server}{self.path}?watch=1&resourceVersion={rv}&timeoutSeconds=120"
         req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.cluster.token}"})
         import ssl
 
@@ -180,13 +190,31 @@ class PodWatcher:
                 ev = json.loads(line)
                 self.events.append((ev["type"], ev["object"]))
 
-    def __enter__(self) -> PodWatcher:
+    def __enter__(self) -> Watcher:
         self.thread.start()
         time.sleep(0.3)
         return self
 
     def __exit__(self, *exc: object) -> None:
         self._stop.set()
+
+    def first_rv(self, pred: Callable[[str, dict[str, Any]], bool]) -> int:
+        """The resourceVersion of the first event matching pred. One etcd serves every resource here, so
+        resourceVersions of pods and ParallelDeployments are revisions of one store and compare in order."""
+        return next(int(o["metadata"]["resourceVersion"]) for t, o in self.events if pred(t, o))
+
+
+def recorded_before_first_delete(pdeps: Watcher, pods: Watcher, group_generation: int) -> bool:
+    """Whether the new group generation reached the API server before any pod of the old one was deleted."""
+    status_rv = pdeps.first_rv(
+        lambda _t, o: (o.get("status") or {}).get("groupGeneration") == group_generation
+    )
+    delete_rv = pods.first_rv(lambda t, o: t == "DELETED" or bool(o["metadata"].get("deletionTimestamp")))
+    return status_rv < delete_rv
+
+
+class PodWatcher(Watcher):
+    """Pod events of a namespace, to prove old and new ranks never coexist."""
 
     def max_generations_alive(self) -> int:
         """The largest number of distinct template hashes among pods existing at the same moment."""
@@ -210,7 +238,7 @@ def test_template_change_replaces_group_without_overlap(
     kube.wait_ready(namespace, "roll")
     before = uids(kube.live_pods(namespace, "roll"))
     obj["spec"]["template"]["spec"]["containers"][0]["image"] = "vllm/vllm-openai:v0.11.2"
-    with PodWatcher(cluster, namespace) as watcher:
+    with PodWatcher(cluster, namespace) as watcher, Watcher(cluster, namespace, PDEPS) as status_watch:
         assert kube.apply(obj).returncode == 0
         wait_until(
             "replacement Ready",
@@ -221,6 +249,9 @@ def test_template_change_replaces_group_without_overlap(
         time.sleep(0.5)
     assert watcher.events, "the watch saw nothing"
     assert watcher.max_generations_alive() == 1, "old and new rank pods existed at the same time"
+    assert recorded_before_first_delete(status_watch, watcher, 2), (
+        "an old pod was deleted before the replacement was recorded"
+    )
     pods = kube.live_pods(namespace, "roll")
     assert {p["spec"]["containers"][0]["image"] for p in pods} == {"vllm/vllm-openai:v0.11.2"}
     reasons = [e["reason"] for e in kube.events(namespace, "roll")]

@@ -225,6 +225,22 @@ def test_template_change_replaces_group_and_resets_budget() -> None:
     assert {p["spec"]["containers"][0]["image"] for p in w.pods.values()} == {"img:2"}
 
 
+def test_template_change_whose_deletes_outlived_the_operator_is_still_a_replacement() -> None:
+    # An operator sent the deletes of a replacement and died before recording it: the next one sees the old
+    # generation's pods terminating (or some already gone) and the old status.
+    w = ready_world()
+    w.pdep["spec"]["template"]["spec"]["containers"][0]["image"] = "img:2"
+    w.pdep["metadata"]["generation"] = 2
+    del w.pods["g-0"]
+    for pod in w.pods.values():
+        pod["metadata"]["deletionTimestamp"] = iso(w.now)
+    d = w.step()
+    assert not d.restarted and [e.reason for e in d.events] == [c.EVENT_GROUP_REPLACED]
+    st = w.pdep["status"]
+    assert (st["groupGeneration"], st["groupRestarts"], st["lastGroupChange"]) == (2, 0, "Replaced")
+    assert not any(r.get("lastFailure") for r in st["ranks"]), "a replaced pod is not a failed rank"
+
+
 def test_dp_change_replaces_group_and_prunes_rank_services() -> None:
     w = ready_world(dp=4)
     w.pdep["spec"]["parallelConfig"]["dataParallelSize"] = 2

@@ -291,15 +291,14 @@ def decide(
     cfg_label = the_plan.config_hash[:HASH_LABEL_CHARS]
 
     current = [p for p in pods if pod_generation(p) == gen]
+    # Terminating pods count too: their labels still say what they were built from. A spec change whose
+    # deletes were sent by an operator that died before recording it is a replacement, not a rank failure.
     stale = [
         p
         for p in current
-        if not is_terminating(p)
-        and (
-            (p["metadata"].get("labels") or {}).get(c.LABEL_TEMPLATE_HASH) != tpl_label
-            or (p["metadata"].get("labels") or {}).get(c.LABEL_CONFIG_HASH) != cfg_label
-            or p["metadata"]["name"] not in desired
-        )
+        if (p["metadata"].get("labels") or {}).get(c.LABEL_TEMPLATE_HASH) != tpl_label
+        or (p["metadata"].get("labels") or {}).get(c.LABEL_CONFIG_HASH) != cfg_label
+        or p["metadata"]["name"] not in desired
     ]
     rank_failures: dict[str, Failure] = {}
 

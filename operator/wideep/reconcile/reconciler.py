@@ -167,7 +167,8 @@ class Reconciler:
         return d.requeue_after
 
     async def _act(self, key: Key, pdep: dict[str, Any], d: Decision, now: dt.datetime) -> None:
-        """Deletes, then applies, then the status (gang state included), then the events.
+        """Deletes, then applies, then the status (gang state included), then the events. A new group
+        generation that deletes pods is written first.
 
         Failed writes do not stop the pass: the status is still written, so gang state such as the
         group generation is never lost and events are not repeated; the key is retried with backoff.
@@ -176,6 +177,12 @@ class Reconciler:
         if d.restarted:
             self.metrics.group_restarts.labels(ns, name).inc()
         errors: list[str] = []
+        prev_gen = (pdep.get("status") or {}).get("groupGeneration") or 0
+        if d.status.get("groupGeneration", 0) != prev_gen and any(kind == "Pod" for kind, _, _ in d.delete):
+            # A gang restart or replacement is recorded before its first delete: an operator that dies in
+            # between leaves the new group generation (and a restart counted once) for the next one to finish,
+            # instead of deleted pods that look like failed ranks.
+            pdep = await self._write_status(key, d.status)
         if d.delete:
             deleted = await asyncio.gather(
                 *(self.kube.delete(kind, ns, n, uid) for kind, n, uid in d.delete), return_exceptions=True
@@ -218,10 +225,7 @@ class Reconciler:
             if since < self.status_progress_seconds and progress_only(pdep.get("status"), status):
                 self.queue.add_after(key, self.status_progress_seconds - since)
             else:
-                updated = await self.kube.apply_status(ns, name, status)
-                self._status_written[key] = time.monotonic()
-                self.metrics.api_writes.labels("status").inc()
-                self.cache.put_pdep(updated)
+                await self._write_status(key, status)
         for ev in d.events:
             await self._event(pdep, ev.reason, ev.message, ev.warning, now)
         if errors:
@@ -236,6 +240,13 @@ class Reconciler:
                 self.metrics.time_to_ready.observe(max(0.0, (now - created).total_seconds()))
         self.metrics.ranks_ready.labels(ns, name).set(status.get("readyRanks") or 0)
         self.metrics.ranks_total.labels(ns, name).set(status.get("totalRanks") or 0)
+
+    async def _write_status(self, key: Key, status: dict[str, Any]) -> dict[str, Any]:
+        updated = await self.kube.apply_status(key[0], key[1], status)
+        self._status_written[key] = time.monotonic()
+        self.metrics.api_writes.labels("status").inc()
+        self.cache.put_pdep(updated)
+        return updated
 
     async def _apply(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         """Write one planned object.
