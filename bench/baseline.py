@@ -76,7 +76,8 @@ async def baseline_case(b: Bench, n: int, *, ssa: bool = False) -> dict[str, Any
     }
     api = b.user
     assert api.concurrency == CONCURRENCY
-    await api.call("GET", "/version")  # an open connection, as the operator has one from its start-up
+    # Open connections, as many as requests in flight: the operator keeps that many open (--warm-connections).
+    await asyncio.gather(*(api.call("GET", "/version") for _ in range(api.concurrency)))
 
     obs = await Observer(b.cluster, ns, "create", n, pd=False).start()
     sampler = CpuSampler({**cluster_pids(b.cluster), "observer": obs.pid}).start()

@@ -1082,6 +1082,10 @@ async def operator_case(b: Bench, n: int, recovery: bool, noop: bool = True) -> 
         await asyncio.sleep(1.0)  # the GroupReady event and the last status write
         m1 = op.metrics()
         res["writes_metrics"] = writes_from_metrics(m0, m1)
+        res["connections_opened"] = round(
+            m1.get("wideep_api_connections_opened_total", 0.0)
+            - m0.get("wideep_api_connections_opened_total", 0.0)
+        )
         res["writes_audit"] = dict(b.audited(a0, OPERATOR_USER, WRITE_VERBS))
         res["reads_audit"] = dict(b.audited(a0, OPERATOR_USER, ("get", "list")))
         res["write_window"] = Audit.window(

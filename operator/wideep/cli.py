@@ -126,6 +126,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resync_seconds=args.resync_seconds,
         workers=args.workers,
         concurrency=args.concurrency,
+        warm_connections=args.concurrency if args.warm_connections is None else args.warm_connections,
     )
 
 
@@ -176,6 +177,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--workers", type=int, default=16, help="ParallelDeployments reconciled at once")
     p.add_argument("--concurrency", type=int, default=64, help="API calls in flight at once")
+    p.add_argument(
+        "--warm-connections",
+        type=int,
+        default=None,
+        help="API server connections kept open between bursts of writes, so that a group's creation or "
+        "restart pays no TLS handshakes (default: --concurrency; 0: off)",
+    )
     p.add_argument("-v", "--verbose", action="store_true")
     p.set_defaults(func=cmd_run)
 

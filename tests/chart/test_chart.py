@@ -310,6 +310,7 @@ def test_every_rendered_flag_is_one_wideep_run_accepts() -> None:
         "operator.resyncSeconds=30",
         "operator.workers=4",
         "operator.concurrency=8",
+        "operator.warmConnections=0",
         "operator.logFormat=plain",
     )
     args = container(docs)["args"]
@@ -318,7 +319,11 @@ def test_every_rendered_flag_is_one_wideep_run_accepts() -> None:
     assert parsed.peering == "wideep-operator"
     assert parsed.log_format == "plain"
     assert (parsed.resync_seconds, parsed.workers, parsed.concurrency, parsed.verbose) == (30.0, 4, 8, True)
-    assert build_parser().parse_args(container(render())["args"]).all_namespaces is True
+    assert parsed.warm_connections == 0, (
+        "0 turns warm connections off: it must not be dropped as a false value"
+    )
+    default = build_parser().parse_args(container(render())["args"])
+    assert default.all_namespaces is True and default.warm_connections is None
 
 
 def test_image_digest_wins_over_the_tag() -> None:

@@ -42,6 +42,7 @@ class Runtime:
     workers: int = WORKERS
     concurrency: int = CONCURRENCY
     resync_seconds: float = 60.0
+    warm_connections: int = CONCURRENCY
     namespaces: tuple[str, ...] = ()
     informers: list[Informer] = dataclasses.field(default_factory=list)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
@@ -102,8 +103,16 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         settings.watching.connect_timeout = 10
         settings.networking.request_timeout = 60
         settings.batching.worker_limit = None
-        rt.kube = KubeClient(rt.creds, concurrency=rt.concurrency)
+        rt.kube = KubeClient(
+            rt.creds, concurrency=rt.concurrency, on_connection=rt.metrics.api_connections.inc
+        )
         rt.queue = WorkQueue()
+        if rt.warm_connections:
+            # Writes come in bursts (a group created or restarted): their connections are open beforehand.
+            await rt.kube.warm(rt.warm_connections)
+            rt.tasks.append(
+                asyncio.create_task(rt.kube.keep_warm(rt.warm_connections), name="wideep-keep-warm")
+            )
         await start_informers(rt)
         rt.reconciler = Reconciler(rt.kube, rt.cache, rt.queue, rt.metrics, resync_seconds=rt.resync_seconds)
         rt.queue.start(rt.workers, rt.reconciler.process)
@@ -161,6 +170,7 @@ def run_operator(
     resync_seconds: float = 60.0,
     workers: int = WORKERS,
     concurrency: int = CONCURRENCY,
+    warm_connections: int = CONCURRENCY,
 ) -> int:
     kopf.configure(
         verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL
@@ -172,6 +182,7 @@ def run_operator(
         metrics=Metrics(),
         workers=workers,
         concurrency=concurrency,
+        warm_connections=warm_connections,
         resync_seconds=resync_seconds,
         namespaces=tuple(namespaces),
     )

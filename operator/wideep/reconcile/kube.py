@@ -12,7 +12,7 @@ import os
 import ssl
 import tempfile
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -136,11 +136,19 @@ def resource_path(kind: str, namespace: str, name: str | None = None, subresourc
     return base
 
 
+KEEPALIVE_SECONDS = 75.0  # under the API server's 90 s idle timeout: we close first, never mid-request
+WARM_INTERVAL_SECONDS = 30.0
+
+
 class KubeClient:
     """One session, bounded concurrency, counted writes."""
 
     def __init__(
-        self, creds: Credentials, concurrency: int = 64, field_manager: str = c.FIELD_MANAGER
+        self,
+        creds: Credentials,
+        concurrency: int = 64,
+        field_manager: str = c.FIELD_MANAGER,
+        on_connection: Callable[[], object] | None = None,
     ) -> None:
         self.creds = creds
         self.field_manager = field_manager
@@ -149,6 +157,8 @@ class KubeClient:
         self._session: aiohttp.ClientSession | None = None
         self.writes: Counter[str] = Counter()
         self.reads: Counter[str] = Counter()
+        self.connections_opened = 0  # TCP+TLS connections made (each a handshake)
+        self._on_connection = on_connection
 
     async def __aenter__(self) -> KubeClient:
         return self
@@ -158,11 +168,38 @@ class KubeClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            conn = aiohttp.TCPConnector(ssl=self.creds.ssl_context(), limit=self._concurrency)
+            conn = aiohttp.TCPConnector(
+                ssl=self.creds.ssl_context(), limit=self._concurrency, keepalive_timeout=KEEPALIVE_SECONDS
+            )
+            trace = aiohttp.TraceConfig()
+            trace.on_connection_create_end.append(self._connection_opened)
             self._session = aiohttp.ClientSession(
-                connector=conn, timeout=aiohttp.ClientTimeout(total=60, connect=10)
+                connector=conn, timeout=aiohttp.ClientTimeout(total=60, connect=10), trace_configs=[trace]
             )
         return self._session
+
+    async def _connection_opened(self, *_: Any) -> None:
+        self.connections_opened += 1
+        if self._on_connection is not None:
+            self._on_connection()
+
+    async def warm(self, connections: int) -> int:
+        """Use ``connections`` pooled connections at once, so that they are open (or stay open) for the next
+        burst of writes. HTTP/1.1 needs one connection per request in flight, and each new one is a TLS
+        handshake: 64 cost ~60 ms of wall time and ~1 ms of client CPU each on the bench machine
+        (docs/benchmarks.md), paid right when a group is created or restarted. Returns how many succeeded."""
+        n = min(connections, self._concurrency)
+        done = await asyncio.gather(
+            *(self.request("GET", "/version", retries=0) for _ in range(n)), return_exceptions=True
+        )
+        return sum(not isinstance(r, BaseException) for r in done)
+
+    async def keep_warm(self, connections: int, interval: float = WARM_INTERVAL_SECONDS) -> None:
+        """Keep ``connections`` connections open for good: the API server closes a connection idle for 90 s
+        (k8s.io/apiserver pkg/server/secure_serving.go, IdleTimeout), aiohttp after KEEPALIVE_SECONDS."""
+        while True:
+            await self.warm(connections)
+            await asyncio.sleep(interval)
 
     async def close(self) -> None:
         if self._session is not None:

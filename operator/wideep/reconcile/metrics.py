@@ -37,6 +37,11 @@ class Metrics:
             buckets=(1, 5, 10, 30, 60, 120, 300, 600, 900, 1800, 3600),
             registry=self.registry,
         )
+        self.api_connections = Counter(
+            "wideep_api_connections_opened",
+            "Connections opened to the Kubernetes API (each one a TLS handshake); steady once warm",
+            registry=self.registry,
+        )
         self.api_writes = Counter(
             "wideep_api_writes_total", "Write calls to the Kubernetes API", ["kind"], registry=self.registry
         )
