@@ -310,6 +310,80 @@ def test_invalid_object_past_admission_leaves_group_untouched(
     assert any(e["reason"] == c.EVENT_INVALID_SPEC for e in kube.events(namespace, "slipped"))
 
 
+def test_update_whose_pods_the_api_server_refuses_leaves_group_untouched(
+    kube: Kube, operator: Operator, namespace: str
+) -> None:
+    obj = pdep("refused", namespace, dp=3)
+    kube.apply(obj)
+    kube.wait_ready(namespace, "refused")
+    before = uids(kube.live_pods(namespace, "refused"))
+    # Admission takes it (a pod template is not the pod), the pod validation does not: no volume "dshm".
+    good_spec = obj["spec"]["template"]["spec"]
+    obj["spec"]["template"]["spec"] = {
+        **good_spec,
+        "containers": [
+            {**good_spec["containers"][0], "volumeMounts": [{"name": "dshm", "mountPath": "/dev/shm"}]}
+        ],
+    }
+    assert kube.apply(obj).returncode == 0
+    wait_until(
+        "Valid=False",
+        lambda: (
+            (kube.condition(namespace, "refused", c.COND_VALID) or {}).get("reason") == c.REASON_POD_REJECTED
+        ),
+    )
+    cond = kube.condition(namespace, "refused", c.COND_VALID)
+    assert cond is not None and cond["status"] == "False" and cond["observedGeneration"] == 2
+    assert "volumeMounts[0].name" in cond["message"] and "dshm" in cond["message"], cond["message"]
+    time.sleep(3)
+    assert uids(kube.live_pods(namespace, "refused")) == before, "the running group was touched"
+    assert kube.is_ready(namespace, "refused")
+    st = (kube.get_pdep(namespace, "refused") or {})["status"]
+    assert (st["groupGeneration"], st["lastGroupChange"]) == (1, "Created")
+    warnings = [e for e in kube.events(namespace, "refused") if e["reason"] == c.EVENT_INVALID_SPEC]
+    assert len(warnings) == 1 and warnings[0]["type"] == "Warning"
+    # Fixed: the replacement goes ahead at once.
+    obj["spec"]["template"]["spec"]["volumes"] = [{"name": "dshm", "emptyDir": {"medium": "Memory"}}]
+    assert kube.apply(obj).returncode == 0
+    wait_until(
+        "the fixed spec replaces the group",
+        lambda: (
+            kube.is_ready(namespace, "refused")
+            and len(kube.live_pods(namespace, "refused")) == 3
+            and not (uids(kube.live_pods(namespace, "refused")) & before)
+        ),
+        timeout=60,
+    )
+    assert (kube.condition(namespace, "refused", c.COND_VALID) or {}).get("status") == "True"
+
+
+def test_port_change_leaves_services_with_exactly_the_new_ports(
+    kube: Kube, operator: Operator, namespace: str
+) -> None:
+    # The Services are created by POST; the apply that changes a port must also drop the old one.
+    obj = pdep("ports", namespace, dp=2)
+    kube.apply(obj)
+    kube.wait_ready(namespace, "ports")
+
+    def ports() -> dict[str, set[int]]:
+        return {
+            s["metadata"]["name"]: {p["port"] for p in s["spec"]["ports"]}
+            for s in kube.services(namespace, "ports")
+        }
+
+    assert ports()["ports-master"] == {29550, 29500}
+    obj["spec"]["parallelConfig"]["dataParallelRpcPort"] = 29551
+    assert kube.apply(obj).returncode == 0
+    wait_until("the new port on the master Service", lambda: 29551 in ports()["ports-master"], timeout=60)
+    kube.wait_ready(namespace, "ports")
+    got = ports()
+    assert got["ports-master"] == {29551, 29500} and got["ports-ranks"] == {29551, 29500}, got
+    for svc in kube.services(namespace, "ports"):
+        mine = [e["operation"] for e in svc["metadata"]["managedFields"] if e["manager"] == c.FIELD_MANAGER]
+        changed = svc["metadata"]["name"] in ("ports-master", "ports-ranks")
+        assert mine == (["Apply"] if changed else ["Update"]), (svc["metadata"]["name"], mine)
+
+
 def test_delete_garbage_collects_children(kube: Kube, operator: Operator, namespace: str) -> None:
     kube.apply(pdep("gc", namespace, dp=2))
     kube.wait_ready(namespace, "gc")

@@ -241,6 +241,38 @@ def test_template_change_whose_deletes_outlived_the_operator_is_still_a_replacem
     assert not any(r.get("lastFailure") for r in st["ranks"]), "a replaced pod is not a failed rank"
 
 
+def test_spec_whose_pods_the_api_server_refuses_leaves_the_running_group_untouched() -> None:
+    w = ready_world()
+    before = copy.deepcopy(w.pdep["status"])
+    w.pdep["spec"]["template"]["spec"]["containers"][0]["image"] = "img:2"
+    w.pdep["metadata"]["generation"] = 2
+    refusal = '422 Invalid: Pod "g-0" is invalid: spec.containers[0].volumeMounts[0].name: Not found: "dshm"'
+    d = decide(w.pdep, validate_object(w.pdep), list(w.pods.values()), [], w.now, rejected=refusal)
+    assert d.apply == [] and d.delete == [] and d.requeue_after == 30
+    assert [(e.reason, e.warning) for e in d.events] == [(c.EVENT_INVALID_SPEC, True)]
+    assert "volumeMounts[0].name" in d.events[0].message and "left untouched" in d.events[0].message
+    valid = next(x for x in d.status["conditions"] if x["type"] == c.COND_VALID)
+    assert (valid["status"], valid["reason"], valid["observedGeneration"]) == (
+        "False",
+        c.REASON_POD_REJECTED,
+        2,
+    )
+    assert "dry-run create of g-0" in valid["message"] and "volumeMounts" in valid["message"]
+    for k in ("groupGeneration", "groupRestarts", "lastGroupChange", "ranks", "readyRanks"):
+        assert d.status[k] == before[k], k
+    ready = next(x for x in d.status["conditions"] if x["type"] == c.COND_READY)
+    assert ready["status"] == "True", "the running group is still serving"
+    # The next pass with the same refusal says nothing new.
+    w.pdep["status"] = d.status
+    again = decide(w.pdep, validate_object(w.pdep), list(w.pods.values()), [], w.now, rejected=refusal)
+    assert again.events == [] and again.status == d.status
+    # Accepted after all (the refusal is gone): the replacement goes ahead.
+    d = w.step()
+    assert [e.reason for e in d.events] == [c.EVENT_GROUP_REPLACED] and w.pdep["status"][
+        "groupGeneration"
+    ] == 2
+
+
 def test_dp_change_replaces_group_and_prunes_rank_services() -> None:
     w = ready_world(dp=4)
     w.pdep["spec"]["parallelConfig"]["dataParallelSize"] = 2

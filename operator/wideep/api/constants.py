@@ -44,6 +44,7 @@ CONDITION_TYPES: Final = (COND_VALID, COND_READY, COND_PROGRESSING, COND_DEGRADE
 # Condition reasons.
 REASON_SPEC_VALID: Final = "SpecValid"
 REASON_INVALID_SPEC: Final = "InvalidSpec"
+REASON_POD_REJECTED: Final = "PodRejected"  # the API server refuses the spec's rank pods (a dry-run create)
 REASON_ALL_RANKS_READY: Final = "AllRanksReady"
 REASON_RANKS_NOT_READY: Final = "RanksNotReady"
 REASON_CREATING: Final = "CreatingGroup"

@@ -219,6 +219,34 @@ def _service_differs(observed: dict[str, Any], desired: dict[str, Any]) -> bool:
 
 
 Planner = Callable[[ParallelDeployment, int], GroupPlan]
+REJECTED_RECHECK_SECONDS = 30.0
+
+
+def _left_untouched(
+    prev: ParallelDeploymentStatus, generation: int, reason: str, msg: str, now: dt.datetime
+) -> Decision:
+    """A spec that cannot run: no write but the status. Valid=False says why (once per generation as an
+    event); the running group, its gang state and its other conditions stay as they are."""
+    d = Decision()
+    st = prev.model_copy()
+    conds = list(prev.conditions)
+    old_valid = _cond(conds, c.COND_VALID)
+    if (
+        old_valid is None
+        or old_valid.status != "False"
+        or old_valid.observed_generation != generation
+        or old_valid.reason != reason
+    ):
+        d.events.append(
+            EventSpec(c.EVENT_INVALID_SPEC, f"spec refused, running group left untouched: {msg}", True)
+        )
+    new_valid = set_condition(conds, c.COND_VALID, False, reason, msg, generation, now)
+    st.conditions = [new_valid if x.type == c.COND_VALID else x for x in conds]
+    if old_valid is None:
+        st.conditions.append(new_valid)
+    st.observed_generation = generation
+    d.status = st.model_dump(mode="json", by_alias=True, exclude_none=True)
+    return d
 
 
 def decide(
@@ -228,7 +256,10 @@ def decide(
     services: list[dict[str, Any]],
     now: dt.datetime,
     planner: Planner = plan,
+    rejected: str | None = None,
 ) -> Decision:
+    """``rejected``: the API server's refusal of the new spec's rank pods (a dry-run create the reconciler
+    makes before it replaces a running group); the running group is then left as it is."""
     meta = pdep["metadata"]
     generation = int(meta.get("generation") or 0)
     prev = ParallelDeploymentStatus.model_validate(pdep.get("status") or {})
@@ -239,19 +270,9 @@ def decide(
     d = Decision()
 
     if not verdict.ok:
-        msg = "; ".join(str(i) for i in verdict.errors)
-        old_valid = _cond(conds, c.COND_VALID)
-        if old_valid is None or old_valid.status != "False" or old_valid.observed_generation != generation:
-            d.events.append(
-                EventSpec(c.EVENT_INVALID_SPEC, f"spec refused, running group left untouched: {msg}", True)
-            )
-        new_valid = set_condition(conds, c.COND_VALID, False, c.REASON_INVALID_SPEC, msg, generation, now)
-        st.conditions = [new_valid if x.type == c.COND_VALID else x for x in conds]
-        if _cond(conds, c.COND_VALID) is None:
-            st.conditions.append(new_valid)
-        st.observed_generation = generation
-        d.status = st.model_dump(mode="json", by_alias=True, exclude_none=True)
-        return d
+        return _left_untouched(
+            prev, generation, c.REASON_INVALID_SPEC, "; ".join(str(i) for i in verdict.errors), now
+        )
 
     assert verdict.obj is not None
     spec = verdict.obj.spec
@@ -302,6 +323,17 @@ def decide(
     ]
     rank_failures: dict[str, Failure] = {}
 
+    if stale and rejected is not None:
+        d = _left_untouched(
+            prev,
+            generation,
+            c.REASON_POD_REJECTED,
+            f"the API server refuses the rank pods of this spec (a dry-run create of {the_plan.pods[0].name}): "
+            f"{rejected}",
+            now,
+        )
+        d.requeue_after = REJECTED_RECHECK_SECONDS  # a missing PriorityClass or ServiceAccount may appear
+        return d
     if stale and gen > 0:
         old_cfg = (stale[0]["metadata"].get("labels") or {}).get(c.LABEL_CONFIG_HASH, "?")
         why = "vLLM config hash changed" if old_cfg != cfg_label else "pod template changed"

@@ -281,19 +281,27 @@ class KubeClient:
         )
         return result
 
-    async def create(self, obj: dict[str, Any]) -> dict[str, Any]:
-        """POST under the operator's field manager (a KubeError 409 when the name is taken)."""
+    async def create(self, obj: dict[str, Any], *, dry_run: bool = False) -> dict[str, Any]:
+        """POST under the operator's field manager (a KubeError 409 when the name is taken). ``dry_run``:
+        validation and admission only, nothing stored."""
         meta = obj["metadata"]
+        params = {"fieldManager": self.field_manager}
+        if dry_run:
+            params["dryRun"] = "All"
         result: dict[str, Any] = await self.request(
             "POST",
             resource_path(obj["kind"], meta["namespace"]),
-            params={"fieldManager": self.field_manager},
+            params=params,
             body=obj,
-            write_kind=f"create/{obj['kind']}",
+            write_kind=f"{'dry-run' if dry_run else 'create'}/{obj['kind']}",
         )
         return result
 
     async def merge_patch(self, obj: dict[str, Any], body: dict[str, Any]) -> dict[str, Any]:
+        return await self.patch(obj, body, "application/merge-patch+json")
+
+    async def patch(self, obj: dict[str, Any], body: Any, content_type: str) -> dict[str, Any]:
+        """PATCH of any type under the operator's field manager (a JSON patch: ``body`` is the op list)."""
         meta = obj["metadata"]
         path = resource_path(obj["kind"], meta["namespace"], meta["name"])
         result: dict[str, Any] = await self.request(
@@ -301,7 +309,7 @@ class KubeClient:
             path,
             params={"fieldManager": self.field_manager},
             body=body,
-            content_type="application/merge-patch+json",
+            content_type=content_type,
             write_kind=f"patch/{obj['kind']}",
         )
         return result

@@ -16,9 +16,10 @@ from wideep.api.validate import Verdict, validate_object
 from wideep.planning.planner import GroupPlan, plan
 
 from .decide import Decision, decide, iso, parse_iso
+from .fields import needs_upgrade, upgraded
 from .kube import KubeClient, KubeError
 from .metrics import Metrics
-from .state import Cache, Key, WorkQueue
+from .state import UPDATE_OWNED, Cache, Key, WorkQueue
 
 log = logging.getLogger("wideep.reconcile")
 
@@ -38,6 +39,7 @@ STATUS_PROGRESS_SECONDS = 2.0
 PACE_FACTOR = 5.0
 PACE_MAX_SECONDS = 1.0
 VERDICT_CACHE = 256
+REJECTED_RECHECK_SECONDS = 30.0
 
 
 def _status_equal(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
@@ -77,6 +79,7 @@ class Reconciler:
         self.resync_seconds = resync_seconds
         self._plans: OrderedDict[tuple[str, int, int], GroupPlan] = OrderedDict()
         self._verdicts: OrderedDict[tuple[str, int], Verdict] = OrderedDict()
+        self._rejections: dict[tuple[str, int], tuple[str | None, float]] = {}  # dry-run verdicts of specs
         self.kube = kube
         self.cache = cache
         self.queue = queue
@@ -149,22 +152,60 @@ class Reconciler:
         pods = self.cache.owned("Pod", key, uid)
         services = self.cache.owned("Service", key, uid)
         d = decide(pdep, verdict, pods, services, now, self._plan)
-        # A new validation or plan is made once per spec and generation: it does not say what the next pass costs.
+        # A new validation or plan is made once per spec and generation: it does not say what the next pass
+        # costs. No await since the pass began, so self._planning holds this pass's planning only.
         self._pass_cpu[key] = time.perf_counter() - computing - self._planning
         if d.restarted:
             # A gang restart costs every rank its start-up (minutes at scale): confirm the incident
             # against the API server, not only the watch cache, before acting on it.
             # Every pod of the namespace, filtered by owner: labels may have been edited by someone else.
-            fresh = [
+            pods = [
                 p
                 for p in await self.kube.list_objects("Pod", key[0])
                 if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
             ]
-            for p in fresh:
+            for p in pods:
                 self.cache.put_child(p)
-            d = decide(pdep, verdict, fresh, services, now, self._plan)
+            d = decide(pdep, verdict, pods, services, now, self._plan)
+        if self._replaces(pdep, d):
+            # Replacing a running group deletes it first: make sure the API server takes the new pods.
+            assert d.plan is not None
+            rejected = await self._pods_rejected(pdep, d.plan.pods[0].body)
+            if rejected is not None:
+                d = decide(pdep, verdict, pods, services, now, self._plan, rejected=rejected)
         await self._act(key, pdep, d, now)
         return d.requeue_after
+
+    @staticmethod
+    def _replaces(pdep: dict[str, Any], d: Decision) -> bool:
+        prev_gen = (pdep.get("status") or {}).get("groupGeneration") or 0
+        return (
+            d.status.get("lastGroupChange") == "Replaced"
+            and d.status.get("groupGeneration", 0) != prev_gen
+            and any(kind == "Pod" for kind, _, _ in d.delete)
+        )
+
+    async def _pods_rejected(self, pdep: dict[str, Any], pod: dict[str, Any]) -> str | None:
+        """The API server's refusal of a rank pod of this spec (a dry-run create: validation and admission,
+        nothing stored), or None. Asked once per spec generation, again after REJECTED_RECHECK_SECONDS while
+        refused (a PriorityClass or ServiceAccount it names may be created meanwhile)."""
+        meta = pdep["metadata"]
+        mk = (str(meta.get("uid")), int(meta.get("generation") or 0))
+        hit = self._rejections.get(mk)
+        if hit is not None and (hit[0] is None or time.monotonic() - hit[1] < REJECTED_RECHECK_SECONDS):
+            return hit[0]
+        verdict: str | None = None
+        try:
+            await self.kube.create(pod, dry_run=True)
+        except KubeError as exc:
+            if exc.status == 0 or exc.status >= 500:
+                raise  # no answer: the pass is retried
+            if exc.status != 409:  # 409: the name is the running rank's, and only checked after validation
+                verdict = f"{exc.status} {exc.reason}: {exc.message}"
+        self._rejections[mk] = (verdict, time.monotonic())
+        while len(self._rejections) > VERDICT_CACHE:
+            self._rejections.pop(next(iter(self._rejections)))
+        return verdict
 
     async def _act(self, key: Key, pdep: dict[str, Any], d: Decision, now: dt.datetime) -> None:
         """Deletes, then applies, then the status (gang state included), then the events. A new group
@@ -251,25 +292,30 @@ class Reconciler:
     async def _apply(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         """Write one planned object.
 
-        A pod the cache does not have is created with a plain POST: its spec is immutable, so server-side
-        apply's merge buys nothing at creation, and it costs the API server ~20-40% more CPU per pod (bench:
-        the SSA variant of the baseline); the pods of a 1024-rank group are most of its write load. If the
-        name is taken after all (the cache lagged), the pod is server-side applied instead. Every later write
-        to a pod (labels, annotations) and every Service write is a server-side apply.
+        An object the cache does not have is created with a plain POST: server-side apply's merge buys
+        nothing at creation and costs more. For pods (spec immutable) it costs the API server ~20-40% more
+        CPU per pod (bench: the SSA variant of the baseline); a new ClusterIP Service took the API server
+        about twice as long to create by apply as by POST. If the name is taken after all (the cache
+        lagged), the object is server-side applied instead. Every later write is a server-side apply; a
+        Service's first one is preceded by moving the fields its POST set into our apply entry
+        (_adopt_fields), so that applies can remove what they no longer set (a port whose number changed).
 
         A Service another client broke so that our apply is invalid (say a port entry it owns now carries
         our port's name) gets its selector and ports set outright: the operator owns its Services, and
         server-side apply alone cannot remove another manager's list entries."""
         kind, name = obj["kind"], obj["metadata"]["name"]
-        if kind == "Pod" and name not in self.cache.children["Pod"].get(key, {}):
+        cached = self.cache.children[kind].get(key, {}).get(name)
+        if cached is None:
             try:
                 created = await self.kube.create(obj)
-                self.metrics.api_writes.labels("create/Pod").inc()
+                self.metrics.api_writes.labels(f"create/{kind}").inc()
                 return created
             except KubeError as exc:
-                self.metrics.api_writes.labels("create/Pod").inc()
+                self.metrics.api_writes.labels(f"create/{kind}").inc()
                 if exc.status != 409:
                     raise
+        if kind == "Service" and (cached is None or cached.get(UPDATE_OWNED)):
+            await self._adopt_fields(obj)
         self.metrics.api_writes.labels(f"apply/{kind}").inc()
         try:
             return await self.kube.apply(obj)
@@ -281,6 +327,27 @@ class Reconciler:
             return await self.kube.merge_patch(
                 obj, {"spec": {"ports": spec["ports"], "selector": spec["selector"]}}
             )
+
+    async def _adopt_fields(self, obj: dict[str, Any]) -> None:
+        """Move the fields our POST created into our server-side apply entry (fields.py), so that the apply
+        that follows can also remove what it no longer sets. The resourceVersion test makes it a no-op
+        against an object changed in between (the pass is retried)."""
+        meta = obj["metadata"]
+        full = await self.kube.get(obj["kind"], meta["namespace"], meta["name"])
+        if full is None or not needs_upgrade(full["metadata"].get("managedFields"), self.kube.field_manager):
+            return
+        ops = [
+            {"op": "test", "path": "/metadata/resourceVersion", "value": full["metadata"]["resourceVersion"]},
+            {
+                "op": "replace",
+                "path": "/metadata/managedFields",
+                "value": upgraded(
+                    full["metadata"]["managedFields"], self.kube.field_manager, iso(self.clock())
+                ),
+            },
+        ]
+        self.metrics.api_writes.labels(f"patch/{obj['kind']}").inc()
+        self.cache.put_child(await self.kube.patch(obj, ops, "application/json-patch+json"))
 
     async def _event(
         self, pdep: dict[str, Any], reason: str, message: str, warning: bool, now: dt.datetime

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wideep.api import constants as c
+from wideep.reconcile.fields import needs_upgrade
 
 Key = tuple[str, str]  # (namespace, name) of a ParallelDeployment
 
@@ -33,6 +34,7 @@ _META_KEEP = (
     "deletionTimestamp",
     "creationTimestamp",
 )
+UPDATE_OWNED = "wideepUpdateOwned"  # a trimmed object's flag: see fields.py
 _SPEC_KEEP = {
     "Pod": ("nodeName",),
     "Service": ("selector", "ports", "publishNotReadyAddresses", "clusterIP", "type"),
@@ -51,6 +53,8 @@ def trim(obj: dict[str, Any]) -> dict[str, Any]:
         "metadata": {k: meta[k] for k in _META_KEEP if k in meta},
         "spec": {k: spec[k] for k in _SPEC_KEEP.get(kind, ()) if k in spec},
     }
+    if kind == "Service" and needs_upgrade(meta.get("managedFields"), c.FIELD_MANAGER):
+        out[UPDATE_OWNED] = True  # created by POST: its fields move to our Apply entry before the next apply
     if "status" in obj and kind == "Pod":
         st = obj["status"] or {}
         out["status"] = {
