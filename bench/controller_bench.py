@@ -42,7 +42,8 @@ ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "deepseek-v3-wide-ep.yaml"
 OPERATOR_USER = "wideep-bench-operator"
 BASELINE_USER = "wideep-bench-baseline"
-USERS = (OPERATOR_USER, BASELINE_USER)
+LWS_USER = "wideep-bench-lws"  # LeaderWorkerSet's controller (bench/lws.py)
+USERS = (OPERATOR_USER, BASELINE_USER, LWS_USER)
 GROUP = "wideep.dev"
 VERSION = "v1alpha1"
 PLURAL = "paralleldeployments"
@@ -152,7 +153,7 @@ kind: Policy
 omitStages: ["RequestReceived", "ResponseStarted"]
 rules:
   - level: Metadata
-    users: ["{OPERATOR_USER}", "{BASELINE_USER}"]
+    users: ["{OPERATOR_USER}", "{BASELINE_USER}", "{LWS_USER}"]
   # Who else works on the pods: the scheduler's bindings and kwok's status updates (for the timelines).
   - level: Metadata
     verbs: ["create", "update", "patch"]
@@ -975,16 +976,9 @@ class OperatorProc:
             self.spy.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.spy.wait(30)
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(60)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        return self.proc.returncode
+        from wideep.devcluster.cluster import stop_group
+
+        return None if self.proc is None else stop_group(self.proc, grace=60)
 
 
 async def wait_pdep_watch(admin: Api, timeout: float = 15.0) -> float | None:

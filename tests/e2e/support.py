@@ -21,7 +21,7 @@ from typing import Any
 import yaml
 
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
+from wideep.devcluster.cluster import LocalCluster, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -239,16 +239,7 @@ class Operator:
             self.proc.wait(10)
 
     def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(10)
-        return self.proc.returncode
+        return None if self.proc is None else stop_group(self.proc, grace=20)
 
 
 def wait_until(what: str, predicate: Callable[[], Any], timeout: float = 60, interval: float = 0.1) -> Any:

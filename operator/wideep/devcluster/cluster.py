@@ -143,6 +143,21 @@ def rss_bytes(pid: int) -> int:
     return 0
 
 
+def stop_group(proc: subprocess.Popen[bytes], grace: float) -> int:
+    """SIGTERM the process group led by ``proc`` (started with start_new_session), SIGKILL it after
+    ``grace`` seconds; its exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+    return proc.returncode
+
+
 def _kill_groups(records: list[Mapping[str, Any]], grace: float = 5.0) -> list[str]:
     """SIGTERM every matching process group, then SIGKILL what is left after ``grace`` seconds."""
     live = [r for r in records if _matches(r)]
