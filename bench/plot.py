@@ -27,6 +27,10 @@ def plot(results: dict[str, Any], path: Path) -> Path:
         ("baseline: POSTs → all objects created", series(base, "created"), "tab:orange", "o", "-"),
         ("baseline: POSTs → all pods Ready", series(base, "pods_ready"), "tab:orange", "s", "--"),
     ]
+    lws = results.get("lws") or {}
+    if all(str(n) in lws for n in sizes):
+        lines.append(("LeaderWorkerSet: all pods created", series(lws, "created"), "tab:green", "o", "-."))
+        lines.append(("LeaderWorkerSet: all pods Ready", series(lws, "pods_ready"), "tab:green", "s", ":"))
     ssa = results.get("baseline_ssa") or {}
     if all(str(n) in ssa for n in sizes):
         lines.append(

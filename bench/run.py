@@ -165,7 +165,22 @@ async def run_cluster_benches(cluster: Any, args: argparse.Namespace, results: d
         resync_seconds=args.resync_seconds,
         profile=args.profile,
     )
+    lws_ctl = None
     try:
+        if args.lws:
+            from . import lws as lws_mod
+
+            why = lws_mod.available()
+            if why is not None:
+                log(f"no LeaderWorkerSet column: {why}")
+                results["lws_missing"] = why
+            else:
+                home = lws_mod.ensure_built()
+                lws_ctl = lws_mod.LwsController(cluster, home, OUT)
+                await lws_ctl.install(admin, [f"bench-lws-{n}" for n in args.sizes])
+                lws_ctl.start()
+                results["lws_version"] = lws_mod.LWS_VERSION
+                log(f"LeaderWorkerSet {lws_mod.LWS_VERSION} controller running")
         log("warm-up: baseline N=8 (not recorded)")
         await baseline_case(b, 8)
         for n in args.sizes:
@@ -224,12 +239,25 @@ async def run_cluster_benches(cluster: Any, args: argparse.Namespace, results: d
             results["operator"][str(n)] = op
             if ssa_runs:
                 results["baseline_ssa"][str(n)] = _median_run(ssa_runs)
+            if lws_ctl is not None:
+                lws_runs = []
+                for _ in range(max(1, min(reps, 3))):
+                    t = time.monotonic()
+                    r = await lws_mod.lws_case(b, lws_ctl, n)
+                    lws_runs.append(r)
+                    log(
+                        f"N={n} LeaderWorkerSet: created {r['t']['created']:.2f}s, Ready {r['t']['pods_ready']:.2f}s "
+                        f"(others {others_share(r):.0%} of the CPUs; run {time.monotonic() - t:.0f}s)"
+                    )
+                results.setdefault("lws", {})[str(n)] = _median_run(lws_runs)
             save(results, args)
         if args.memory:
             log(f"memory: {args.memory_pdeps} ParallelDeployments x {args.memory_ranks} ranks")
             results["memory"] = await memory_case(b, args.memory_pdeps, args.memory_ranks)
             log(f"memory: RSS {results['memory']['rss_ready']['VmRSS'] / 2**20:.0f} MiB")
     finally:
+        if lws_ctl is not None:
+            lws_ctl.stop()
         await admin.close()
         await user.close()
 
@@ -352,27 +380,43 @@ def creates_of(writes: dict[str, int], prefixes: tuple[str, ...] = ("patch ", "c
     return sum(v for k, v in writes.items() if k in wanted)
 
 
-def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, str]]:
-    """(figure, operator, baseline, ratio, target, verdict)."""
-    rows: list[tuple[str, str, str, str, str, str]] = []
-    op, base = results["operator"], results["baseline"]
+Row = tuple[str, str, str, str, str, str, str]
+
+
+def row(
+    figure: str, operator: str, baseline: str, ratio: str, target: str, verdict: str, lws: str = "-"
+) -> Row:
+    """A summary row: (figure, operator, baseline, LeaderWorkerSet, ratio operator/baseline, target, verdict)."""
+    return (figure, operator, baseline, lws, ratio, target, verdict)
+
+
+def _lws(lws: dict[str, Any], n: int, key: str) -> str:
+    run = lws.get(str(n))
+    return _fmt(run["t"].get(key)) if run else "-"
+
+
+def table_rows(results: dict[str, Any]) -> list[Row]:
+    """(figure, operator, baseline, LeaderWorkerSet, ratio operator/baseline, target, verdict)."""
+    rows: list[Row] = []
+    op, base, lws = results["operator"], results["baseline"], results.get("lws") or {}
     for n in results["sizes"]:
         o, bb = op[str(n)], base[str(n)]
         r = results["ratios"][str(n)]["created"]
         rows.append(
-            (
+            row(
                 f"N={n}: apply → {2 * n + 3} objects created",
                 _fmt(o["t"]["created"]),
                 _fmt(bb["t"]["created"]),
                 f"{r:.2f}" if r else "-",
                 f"≤ {TARGET_RATIO}",
                 _ok(r is not None and r <= TARGET_RATIO),
+                lws=_lws(lws, n, "created"),
             )
         )
         r = results["ratios"][str(n)].get("written")
         if r is not None:
             rows.append(
-                (
+                row(
                     f"N={n}: apply → last create answered (API server's audit log)",
                     _fmt(o["t"].get("last_write")),
                     _fmt(bb["t"].get("last_write")),
@@ -383,22 +427,26 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
             )
         r = results["ratios"][str(n)]["ready"]
         rows.append(
-            (
+            row(
                 f"N={n}: apply → Ready",
                 _fmt(o["t"]["pd_ready"]),
                 _fmt(bb["t"]["pods_ready"]),
                 f"{r:.2f}" if r else "-",
                 f"≤ {TARGET_RATIO}",
                 _ok(r is not None and r <= TARGET_RATIO),
+                lws=_lws(lws, n, "pods_ready"),
             )
         )
     for n in results["sizes"]:
         o = op[str(n)]
         planned = 2 * n + 3
         audited = creates_of(o["writes_audit"])
-        metric = sum(o["writes_metrics"].get(k, 0) for k in ("create/Pod", "apply/Pod", "apply/Service"))
+        metric = sum(
+            o["writes_metrics"].get(k, 0)
+            for k in ("create/Pod", "apply/Pod", "create/Service", "apply/Service")
+        )
         rows.append(
-            (
+            row(
                 f"N={n}: pod+Service writes to create (audit / metrics)",
                 f"{audited} / {metric}",
                 f"{planned} planned",
@@ -412,7 +460,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
         audited = sum(noop["writes_audit"].values())
         metric = sum(noop["writes_metrics"].values())
         rows.append(
-            (
+            row(
                 f"N={n}: writes in {noop['reconciles']} no-op resyncs (audit / metrics)",
                 f"{audited} / {metric}",
                 "0",
@@ -428,7 +476,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
         o = op[str(n)]
         r = _ratio(rec["t"]["pods_ready"], o["t"]["pods_ready"])
         rows.append(
-            (
+            row(
                 f"N={n}: gang recovery, rank Failed → all {n} pods new and Ready (vs create → pods Ready)",
                 _fmt(rec["t"]["pods_ready"]),
                 _fmt(o["t"]["pods_ready"]),
@@ -441,7 +489,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
     if mem:
         rss = mem["rss_ready"]["VmRSS"] / 2**20
         rows.append(
-            (
+            row(
                 f"operator RSS, {mem['pdeps']} ParallelDeployments x {mem['ranks']} ranks ({mem['pods']} pods)",
                 _fmt(rss, "MiB"),
                 f"idle {_fmt(mem['rss_idle']['VmRSS'] / 2**20, 'MiB')}",
@@ -453,7 +501,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
     big = max(results["sizes"])
     o = op[str(big)]
     rows.append(
-        (
+        row(
             f"operator RSS, N={big} ranks Ready (peak)",
             f"{_fmt(o['rss_ready']['VmRSS'] / 2**20, 'MiB')} ({_fmt(o['rss_ready']['VmHWM'] / 2**20, 'MiB')})",
             f"idle {_fmt(o['rss_idle']['VmRSS'] / 2**20, 'MiB')}",
@@ -467,7 +515,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
         st = rb["stages"]
         r = _ratio(st["render"]["median_s"], st["baseline"]["median_s"])
         rows.append(
-            (
+            row(
                 "`wideep render -o yaml`, N=1024 (baseline: JSON round trip of 1024 pod dicts)",
                 f"{_fmt(st['render']['median_s'])} (CPU {_fmt(st['render']['cpu_s'])})",
                 _fmt(st["baseline"]["median_s"]),
@@ -480,7 +528,7 @@ def table_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str, str, s
 
 
 def print_table(rows: Sequence[tuple[str, ...]]) -> None:
-    head = ("figure", "operator", "baseline", "ratio", "target", "")
+    head = ("figure", "operator", "baseline", "LeaderWorkerSet", "ratio", "target", "")
     widths = [max(len(str(r[i])) for r in [head, *rows]) for i in range(len(head))]
     for r in [head, tuple("-" * w for w in widths), *rows]:
         print("  ".join(str(c).ljust(w) for c, w in zip(r, widths, strict=True)).rstrip())
@@ -745,9 +793,8 @@ def breakdown(results: dict[str, Any]) -> str:
     return (
         "## Where the time goes\n\n"
         "The machine's CPUs are shared by every component, so CPU spent anywhere is wall time for the "
-        "run: the operator's own CPU (its watches of every pod it creates, the plan, each decision), the API "
-        "server's extra work for server-side apply (the operator's verb for Services and for every change "
-        "after creation; pods are created with POST) over plain POST, and the status writes made while the "
+        "run: the operator's own CPU (its watches of every pod and Service it creates, the plan, each "
+        "decision), its events, and the status writes made while the "
         "group comes up (at 1024 ranks one status write costs the API server about 0.24 s of CPU whatever the "
         "verb, so progress-only status writes are at most one per 2 s and passes of a large group are paced "
         "by their own CPU cost). The longer a run's write window, the more of the scheduler's binding and "
@@ -755,7 +802,10 @@ def breakdown(results: dict[str, Any]) -> str:
         "grows in wall time. The reaction is the delay from the user's POST to the operator's first write "
         "(watch event, validation, plan, decision); both clients start with as many open connections as "
         "requests in flight (the operator keeps them open with `--warm-connections`: before it did, the "
-        "reaction at N=64 to 1024 was 83-170 ms, mostly TLS handshakes, ~1 ms of client CPU each). Write windows are first request received to last "
+        "reaction at N=64 to 1024 was 83-170 ms, mostly TLS handshakes, ~1 ms of client CPU each). Pods and "
+        "Services are created with POST like the baseline's; server-side apply, which cost the API server "
+        "1.4-2.3x the CPU of POST for the same objects (the SSA variant below), is left for later changes. "
+        "Write windows are first request received to last "
         "response sent, from the audit log.\n\n"
         f"{table}\n"
     )
@@ -783,13 +833,24 @@ def write_markdown(
         f"- Cluster: {results['cluster']['nodes']} fake nodes x {results['cluster']['gpus_per_node']} `nvidia.com/gpu` "
         f"(kwok), default component flags (kube-scheduler 50 QPS, controller-manager 20 QPS), an audit log of the "
         f"bench identities; start-up {results['cluster']['startup_s']:.0f} s",
+        (
+            f"- LeaderWorkerSet {results['lws_version']} (built from Go modules, `bench/lws.py`): one replica of size N "
+            "(a leader and N-1 workers, each the operator's rank-0 pod spec) on the same API server, webhooks on "
+            "127.0.0.1; its pods come from kube-controller-manager's StatefulSet controller at its default 20 QPS; "
+            "its 'created' is N pods and its one headless Service, up to 3 runs per N (medians)"
+            if results.get("lws_version")
+            else f"- LeaderWorkerSet: not measured ({results.get('lws_missing', 'skipped with --no-lws')})"
+        ),
         f"- Spec: `examples/deepseek-v3-wide-ep.yaml` with `dataParallelSize = N` (external LB, 1 GPU per pod: N pods, "
         f"N+3 Services of which N+1 headless); operator `wideep run --namespace bench-op-N --resync-seconds "
         f"{results['resync_seconds']:g}` (64 API calls in flight, 16 workers)",
         "",
         "## Summary",
         "",
-        md_table(("figure", "operator", "baseline", "ratio", "target", ""), rows),
+        md_table(
+            ("figure", "operator", "baseline", "LeaderWorkerSet", "ratio operator / baseline", "target", ""),
+            rows,
+        ),
         "",
     ]
     if png is not None:
@@ -897,6 +958,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--memory-ranks", type=int, default=16)
     p.add_argument("--no-memory", dest="memory", action="store_false", default=None)
     p.add_argument("--no-ssa-baseline", dest="ssa_baseline", action="store_false", default=True)
+    p.add_argument(
+        "--no-lws",
+        dest="lws",
+        action="store_false",
+        default=True,
+        help="no LeaderWorkerSet column (bench/lws.py)",
+    )
     p.add_argument("--render-reps", type=int, default=3)
     p.add_argument(
         "--profile", action="store_true", help="run the operator under cProfile (bench/out/*.prof)"
