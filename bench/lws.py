@@ -295,8 +295,17 @@ def lws_doc(name: str, namespace: str, n: int) -> dict[str, Any]:
     }
 
 
-async def lws_case(b: Bench, lws: LwsController, n: int) -> dict[str, Any]:
-    ns = f"bench-lws-{n}"
+RUNS_MAX = 3
+
+
+def namespace(n: int, run: int) -> str:
+    """A namespace per run: LWS keeps ControllerRevisions by name, which a second group of the same name in
+    the same namespace would trip over ("more than one revision")."""
+    return f"bench-lws-{n}-{run}"
+
+
+async def lws_case(b: Bench, lws: LwsController, n: int, run: int) -> dict[str, Any]:
+    ns = namespace(n, run)
     await make_namespace(b.admin, ns)
     res: dict[str, Any] = {"n": n, "namespace": ns}
     res["quiet_wait_s"] = await wait_quiet(b.admin, b.cluster.pids())
@@ -332,7 +341,7 @@ async def remove(admin: Api, ns: str) -> float:
     orphan = {"apiVersion": "v1", "kind": "DeleteOptions", "propagationPolicy": "Orphan"}
     await admin.call("DELETE", f"{LWS_API}/namespaces/{ns}/leaderworkersets", orphan)
     await admin.call("DELETE", f"/apis/apps/v1/namespaces/{ns}/statefulsets", orphan)
-    for _ in range(600):
+    for _ in range(200):
         if not await admin.items(
             f"/apis/apps/v1/namespaces/{ns}/statefulsets", limit="1"
         ) and not await admin.items(f"{LWS_API}/namespaces/{ns}/leaderworkersets", limit="1"):

@@ -177,7 +177,9 @@ async def run_cluster_benches(cluster: Any, args: argparse.Namespace, results: d
             else:
                 home = lws_mod.ensure_built()
                 lws_ctl = lws_mod.LwsController(cluster, home, OUT)
-                await lws_ctl.install(admin, [f"bench-lws-{n}" for n in args.sizes])
+                await lws_ctl.install(
+                    admin, [lws_mod.namespace(n, k) for n in args.sizes for k in range(lws_mod.RUNS_MAX)]
+                )
                 lws_ctl.start()
                 results["lws_version"] = lws_mod.LWS_VERSION
                 log(f"LeaderWorkerSet {lws_mod.LWS_VERSION} controller running")
@@ -241,9 +243,9 @@ async def run_cluster_benches(cluster: Any, args: argparse.Namespace, results: d
                 results["baseline_ssa"][str(n)] = _median_run(ssa_runs)
             if lws_ctl is not None:
                 lws_runs = []
-                for _ in range(max(1, min(reps, 3))):
+                for k in range(max(1, min(reps, lws_mod.RUNS_MAX))):
                     t = time.monotonic()
-                    r = await lws_mod.lws_case(b, lws_ctl, n)
+                    r = await lws_mod.lws_case(b, lws_ctl, n, k)
                     lws_runs.append(r)
                     log(
                         f"N={n} LeaderWorkerSet: created {r['t']['created']:.2f}s, Ready {r['t']['pods_ready']:.2f}s "

@@ -108,6 +108,7 @@ def test_first_pass_creates_every_pod_and_service() -> None:
     assert kinds.count("Pod") == 4 and kinds.count("Service") == 3 + 4
     assert [e.reason for e in d.events] == [c.EVENT_GROUP_CREATED]
     assert w.pdep["status"]["groupGeneration"] == 1
+    assert d.fills_generation == 1 and w.pdep["status"]["createdGeneration"] == 0
     assert (
         w.cond(c.COND_PROGRESSING)["reason"] == c.REASON_CREATING or w.cond(c.COND_READY)["status"] == "False"
     )
@@ -203,6 +204,7 @@ def test_deleted_pod_after_creation_is_an_incident_but_not_before() -> None:
     del w.pods["g-1"]  # before every pod existed: simply created again
     d = w.step()
     assert not d.restarted and [o["metadata"]["name"] for o in d.apply if o["kind"] == "Pod"] == ["g-1"]
+    assert d.fills_generation == 1
     w.run_all()
     w.step()
     del w.pods["g-3"]

@@ -59,6 +59,10 @@ def _reason(s: dict[str, Any]) -> None:
     s["conditions"][0]["reason"] = "InsufficientCapacity"
 
 
+def _creating_to_waiting(s: dict[str, Any]) -> None:
+    s["conditions"][0].update(reason="CreatingGroup", message="1/2 rank pods created")
+
+
 def _spec_seen(s: dict[str, Any]) -> None:
     s["observedGeneration"] = 2
 
@@ -75,6 +79,7 @@ def _rank_added(s: dict[str, Any]) -> None:
         (_failure, False),
         (_generation, False),
         (_reason, False),
+        (_creating_to_waiting, True),
         (_spec_seen, False),
         (_rank_added, False),
     ],

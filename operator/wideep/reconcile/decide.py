@@ -49,6 +49,9 @@ class Decision:
     plan: GroupPlan | None = None
     became_ready: bool = False
     restarted: bool = False
+    # This pass creates every missing pod of this group generation: once all those creates succeed, the
+    # status written after them may already record it (createdGeneration), sparing the next pass a write.
+    fills_generation: int | None = None
 
 
 def iso(t: dt.datetime) -> str:
@@ -462,12 +465,13 @@ def decide(
                 d.apply.append(pp.body)
             elif not is_terminating(obs) and _pod_differs(obs, pp.body):
                 d.apply.append(pp.body)
-        if (
-            by_name_current
-            and len(by_name_current) == len(desired)
-            and not any(is_terminating(p) for p in by_name_current.values())
-        ):
+        live = not any(is_terminating(p) for p in by_name_current.values())
+        if by_name_current and len(by_name_current) == len(desired) and live:
             st.created_generation = gen
+        elif live and st.created_generation != gen:
+            created_now = {pp["metadata"]["name"] for pp in d.apply if pp["kind"] == "Pod"}
+            if set(desired) <= created_now | set(by_name_current):
+                d.fills_generation = gen
     desired_svcs = {s["metadata"]["name"]: s for s in the_plan.services}
     observed_svcs = {s["metadata"]["name"]: s for s in services}
     for n, s in desired_svcs.items():

@@ -46,16 +46,26 @@ def _status_equal(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
     return (a or {}) == b
 
 
+# Reasons of a group on its way up: moving from one to the next is progress, like the counts.
+COMING_UP = frozenset({c.REASON_CREATING, c.REASON_WAITING_FOR_RANKS, c.REASON_RANKS_NOT_READY})
+
+
 def _essence(status: dict[str, Any]) -> dict[str, Any]:
     """The status without its progress figures: ready counts, each rank's phase, node, readiness and
-    restarts, and condition messages. What remains (conditions' status and reason, generations, gang state,
+    restarts, condition messages, and the step between two reasons of a group coming up (creating pods,
+    waiting for ranks). What remains (conditions' status and other reasons, generations, gang state,
     failures) is what other clients and the next pass act on."""
     out = {k: v for k, v in status.items() if k not in ("ready", "readyRanks", "ranks", "conditions")}
     out["ranks"] = [
         (r.get("pod"), r.get("rank"), r.get("ranks"), r.get("lastFailure")) for r in status.get("ranks") or []
     ]
     out["conditions"] = [
-        (cd.get("type"), cd.get("status"), cd.get("reason"), cd.get("observedGeneration"))
+        (
+            cd.get("type"),
+            cd.get("status"),
+            "coming up" if cd.get("reason") in COMING_UP else cd.get("reason"),
+            cd.get("observedGeneration"),
+        )
         for cd in status.get("conditions") or []
     ]
     return out
@@ -243,6 +253,8 @@ class Reconciler:
             # actor (a kubelet, kwok, a script) must not hit the new pod that takes the same name.
             d.apply = [o for o in d.apply if o["kind"] != "Pod"]
             self.queue.add_after(key, SETTLE_SECONDS - quiet)
+        if d.fills_generation is not None and not any(o["kind"] == "Pod" for o in d.apply):
+            d.fills_generation = None  # the creates were put off (settle)
         if d.apply:
             applied = await asyncio.gather(*(self._apply(key, o) for o in d.apply), return_exceptions=True)
             for obj, res in zip(d.apply, applied, strict=True):
@@ -253,6 +265,8 @@ class Reconciler:
                 else:
                     self.cache.put_child(res)
         status = d.status
+        if d.fills_generation is not None and not errors:
+            status["createdGeneration"] = d.fills_generation
         if errors:
             msg = errors[0] + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
             for cond in status.get("conditions", []):
