@@ -31,9 +31,9 @@ from .controller_bench import (
     loadavg,
     make_namespace,
     object_path,
+    observed_run,
     pdep_doc,
     planned_objects,
-    pod_windows,
     wait_quiet,
 )
 
@@ -109,23 +109,12 @@ async def baseline_case(b: Bench, n: int, *, ssa: bool = False) -> dict[str, Any
         await obs.stop()
         await sampler.stop()
         raise BenchError(f"baseline: {len(errors)} writes failed, first: {errors[0]}")
-    try:
-        ms = await obs.wait(["created", "pods_ready"], b.timeout(n))
-    finally:
-        await obs.stop()
-        await sampler.stop()
-    res["t"] = {k: v - t0 for k, v in ms.items()}
-    res["cpu_created"] = sampler.between(t0, ms["created"])
-    res["cpu_ready"] = sampler.between(t0, ms["pods_ready"])
-    res["top_others"] = sampler.top_others
+    await observed_run(b, res, obs, sampler, (t0, t0_wall, a0, load0), BASELINE_USER, b.timeout(n))
     res["t"]["client_done"] = t_client - t0
-    res["loadavg"] = [load0, loadavg()]
-    res["writes_audit"] = dict(b.audited(a0, BASELINE_USER, ("create", "patch", "update", "delete")))
     res["write_window"] = Audit.window(
         b.audit.events(a0), BASELINE_USER, t0_wall, ("patch", "create"), ("pods", "services")
     )
     if "last" in res["write_window"]:
         res["t"]["last_write"] = res["write_window"]["last"]
-    res.update(pod_windows(b.audit.events(a0), t0_wall))
     res["cleanup_s"] = await cleanup(b.admin, ns)
     return res

@@ -1039,6 +1039,32 @@ class Bench:
         return Audit.count(self.audit.events(start), user, verbs)
 
 
+async def observed_run(
+    b: Bench,
+    res: dict[str, Any],
+    obs: Observer,
+    sampler: CpuSampler,
+    start: tuple[float, float, int, float],
+    user: str,
+    timeout: float,
+) -> None:
+    """Wait for a plain client's run (created, pods Ready) and record its timings, CPU and audited writes
+    in ``res``; ``start`` is (t0 monotonic, t0 wall clock, audit offset, load average) taken at its POST."""
+    t0, t0_wall, a0, load0 = start
+    try:
+        ms = await obs.wait(["created", "pods_ready"], timeout)
+    finally:
+        await obs.stop()
+        await sampler.stop()
+    res["t"] = {k: v - t0 for k, v in ms.items()}
+    res["cpu_created"] = sampler.between(t0, ms["created"])
+    res["cpu_ready"] = sampler.between(t0, ms["pods_ready"])
+    res["top_others"] = sampler.top_others
+    res["loadavg"] = [load0, loadavg()]
+    res["writes_audit"] = dict(b.audited(a0, user, ("create", "patch", "update", "delete")))
+    res.update(pod_windows(b.audit.events(a0), t0_wall))
+
+
 async def post_pdep(b: Bench, doc: dict[str, Any]) -> dict[str, Any]:
     result: dict[str, Any] = await b.user.ok("POST", object_path(doc), doc)
     return result

@@ -17,6 +17,7 @@ that does not tune it.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
@@ -39,9 +40,9 @@ from .controller_bench import (
     free_port,
     loadavg,
     make_namespace,
+    observed_run,
     pdep_doc,
     planned_objects,
-    pod_windows,
     wait_quiet,
 )
 
@@ -207,7 +208,7 @@ class LwsController:
             status, _body = await admin.call("GET", f"{LWS_API}/leaderworkersets")
             if status == 200:
                 break
-            time.sleep(0.1)
+            await asyncio.sleep(0.1)
 
     def start(self, timeout: float = 60) -> LwsController:
         config = self.state / "config.yaml"
@@ -319,18 +320,7 @@ async def lws_case(b: Bench, lws: LwsController, n: int, run: int) -> dict[str, 
         await obs.stop()
         await sampler.stop()
         raise BenchError(f"LeaderWorkerSet: {status} {body.get('message', body)}")
-    try:
-        ms = await obs.wait(["created", "pods_ready"], b.timeout(n) + n * 0.1)
-    finally:
-        await obs.stop()
-        await sampler.stop()
-    res["t"] = {k: v - t0 for k, v in ms.items()}
-    res["cpu_created"] = sampler.between(t0, ms["created"])
-    res["cpu_ready"] = sampler.between(t0, ms["pods_ready"])
-    res["top_others"] = sampler.top_others
-    res["loadavg"] = [load0, loadavg()]
-    res["writes_audit"] = dict(b.audited(a0, LWS_USER, ("create", "patch", "update", "delete")))
-    res.update(pod_windows(b.audit.events(a0), t0_wall))
+    await observed_run(b, res, obs, sampler, (t0, t0_wall, a0, load0), LWS_USER, b.timeout(n) + n * 0.1)
     res["cleanup_s"] = await remove(b.admin, ns)
     return res
 
@@ -346,7 +336,7 @@ async def remove(admin: Api, ns: str) -> float:
             f"/apis/apps/v1/namespaces/{ns}/statefulsets", limit="1"
         ) and not await admin.items(f"{LWS_API}/namespaces/{ns}/leaderworkersets", limit="1"):
             break
-        time.sleep(0.1)
+        await asyncio.sleep(0.1)
     return time.monotonic() - t0 + await cleanup(admin, ns)
 
 

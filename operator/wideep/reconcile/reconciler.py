@@ -177,7 +177,7 @@ class Reconciler:
             for p in pods:
                 self.cache.put_child(p)
             d = decide(pdep, verdict, pods, services, now, self._plan)
-        if self._replaces(pdep, d):
+        if self._new_generation_deletes_pods(pdep, d) and d.status.get("lastGroupChange") == "Replaced":
             # Replacing a running group deletes it first: make sure the API server takes the new pods.
             assert d.plan is not None
             rejected = await self._pods_rejected(pdep, d.plan.pods[0].body)
@@ -187,12 +187,12 @@ class Reconciler:
         return d.requeue_after
 
     @staticmethod
-    def _replaces(pdep: dict[str, Any], d: Decision) -> bool:
+    def _new_generation_deletes_pods(pdep: dict[str, Any], d: Decision) -> bool:
+        """A gang restart or replacement of a group that has pods: the decision bumps the group generation
+        and deletes pods of the old one."""
         prev_gen = (pdep.get("status") or {}).get("groupGeneration") or 0
-        return (
-            d.status.get("lastGroupChange") == "Replaced"
-            and d.status.get("groupGeneration", 0) != prev_gen
-            and any(kind == "Pod" for kind, _, _ in d.delete)
+        return d.status.get("groupGeneration", 0) != prev_gen and any(
+            kind == "Pod" for kind, _, _ in d.delete
         )
 
     async def _pods_rejected(self, pdep: dict[str, Any], pod: dict[str, Any]) -> str | None:
@@ -228,8 +228,7 @@ class Reconciler:
         if d.restarted:
             self.metrics.group_restarts.labels(ns, name).inc()
         errors: list[str] = []
-        prev_gen = (pdep.get("status") or {}).get("groupGeneration") or 0
-        if d.status.get("groupGeneration", 0) != prev_gen and any(kind == "Pod" for kind, _, _ in d.delete):
+        if self._new_generation_deletes_pods(pdep, d):
             # A gang restart or replacement is recorded before its first delete: an operator that dies in
             # between leaves the new group generation (and a restart counted once) for the next one to finish,
             # instead of deleted pods that look like failed ranks.
