@@ -124,6 +124,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         log_format=args.log_format,
         verbose=args.verbose,
         resync_seconds=args.resync_seconds,
+        status_progress_seconds=args.status_progress_seconds,
         workers=args.workers,
         concurrency=args.concurrency,
         warm_connections=args.concurrency if args.warm_connections is None else args.warm_connections,
@@ -174,6 +175,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--log-format", choices=("json", "plain"), default="json")
     p.add_argument(
         "--resync-seconds", type=float, default=60.0, help="level-based resync period of every object"
+    )
+    p.add_argument(
+        "--status-progress-seconds",
+        type=float,
+        default=2.0,
+        help="a group coming up writes its status (ready counts; a new group's first status) at most this "
+        "often; any other change is written at once",
     )
     p.add_argument("--workers", type=int, default=16, help="ParallelDeployments reconciled at once")
     p.add_argument("--concurrency", type=int, default=64, help="API calls in flight at once")

@@ -311,6 +311,7 @@ def test_every_rendered_flag_is_one_wideep_run_accepts() -> None:
         "operator.workers=4",
         "operator.concurrency=8",
         "operator.warmConnections=0",
+        "operator.statusProgressSeconds=0",
         "operator.logFormat=plain",
     )
     args = container(docs)["args"]
@@ -322,8 +323,10 @@ def test_every_rendered_flag_is_one_wideep_run_accepts() -> None:
     assert parsed.warm_connections == 0, (
         "0 turns warm connections off: it must not be dropped as a false value"
     )
+    assert parsed.status_progress_seconds == 0.0, "0 writes every status at once: it must not be dropped"
     default = build_parser().parse_args(container(render())["args"])
     assert default.all_namespaces is True and default.warm_connections is None
+    assert default.status_progress_seconds == 2.0
 
 
 def test_image_digest_wins_over_the_tag() -> None:

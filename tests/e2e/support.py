@@ -10,13 +10,15 @@ import random
 import secrets
 import signal
 import socket
+import ssl
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 import yaml
 
@@ -358,3 +360,46 @@ def uids(pods: list[dict[str, Any]]) -> set[str]:
 
 def deep(obj: dict[str, Any]) -> dict[str, Any]:
     return copy.deepcopy(obj)
+
+
+PDEPS = f"/apis/{c.API_VERSION}/namespaces/{{ns}}/{c.PLURAL}"
+
+
+class Watcher:
+    """Records every event of a namespaced collection (pods by default) from the moment it is entered."""
+
+    def __init__(
+        self, cluster: LocalCluster, namespace: str, collection: str = "/api/v1/namespaces/{ns}/pods"
+    ) -> None:
+        self.cluster = cluster
+        self.path = collection.format(ns=namespace)
+        self.events: list[tuple[str, dict[str, Any]]] = []
+        self.times: list[float] = []  # time.monotonic() when each event arrived
+        self._stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        rv = self.cluster.api("GET", self.path)["metadata"]["resourceVersion"]
+        url = f"{self.cluster.server}{self.path}?watch=1&resourceVersion={rv}&timeoutSeconds=120"
+        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.cluster.token}"})
+        ctx = ssl.create_default_context(cafile=str(self.cluster.ca_path))
+        with urllib.request.urlopen(req, context=ctx, timeout=130) as resp:
+            for line in resp:
+                if self._stop.is_set():
+                    return
+                ev = json.loads(line)
+                self.times.append(time.monotonic())
+                self.events.append((ev["type"], ev["object"]))
+
+    def __enter__(self) -> Self:
+        self.thread.start()
+        time.sleep(0.3)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+
+    def first_rv(self, pred: Callable[[str, dict[str, Any]], bool]) -> int:
+        """The resourceVersion of the first event matching pred. One etcd serves every resource here, so
+        resourceVersions of pods and ParallelDeployments are revisions of one store and compare in order."""
+        return next(int(o["metadata"]["resourceVersion"]) for t, o in self.events if pred(t, o))

@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import json
-import threading
 import time
-import urllib.request
-from collections.abc import Callable
 from typing import Any
 
 import pytest
@@ -18,7 +15,7 @@ from wideep.api.validate import validate_object
 from wideep.devcluster.cluster import LocalCluster
 from wideep.planning.planner import plan
 
-from .support import Kube, Operator, example, pdep, uids, wait_until
+from .support import PDEPS, Kube, Operator, Watcher, example, pdep, uids, wait_until
 
 EXAMPLES = {
     "deepseek-v3-wide-ep.yaml": 16,
@@ -159,49 +156,6 @@ def test_deleted_rank_pod_recreates_group(kube: Kube, operator: Operator, namesp
     obj = kube.get_pdep(namespace, "del")
     assert obj is not None and obj["status"]["groupRestarts"] == 1
     assert obj["status"]["ranks"][1]["lastFailure"]["reason"] == "Deleted"
-
-
-PDEPS = f"/apis/{c.API_VERSION}/namespaces/{{ns}}/{c.PLURAL}"
-
-
-class Watcher:
-    """Records every event of a namespaced collection (pods by default) from the moment it is entered."""
-
-    def __init__(
-        self, cluster: LocalCluster, namespace: str, collection: str = "/api/v1/namespaces/{ns}/pods"
-    ) -> None:
-        self.cluster = cluster
-        self.path = collection.format(ns=namespace)
-        self.events: list[tuple[str, dict[str, Any]]] = []
-        self._stop = threading.Event()
-        self.thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        rv = self.cluster.api("GET", self.path)["metadata"]["resourceVersion"]
-        url = f"{self.cluster.server}{self.path}?watch=1&resourceVersion={rv}&timeoutSeconds=120"
-        req = urllib.request.Request(url, headers={"Authorization": f"Bearer {self.cluster.token}"})
-        import ssl
-
-        ctx = ssl.create_default_context(cafile=str(self.cluster.ca_path))
-        with urllib.request.urlopen(req, context=ctx, timeout=130) as resp:
-            for line in resp:
-                if self._stop.is_set():
-                    return
-                ev = json.loads(line)
-                self.events.append((ev["type"], ev["object"]))
-
-    def __enter__(self) -> Watcher:
-        self.thread.start()
-        time.sleep(0.3)
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-
-    def first_rv(self, pred: Callable[[str, dict[str, Any]], bool]) -> int:
-        """The resourceVersion of the first event matching pred. One etcd serves every resource here, so
-        resourceVersions of pods and ParallelDeployments are revisions of one store and compare in order."""
-        return next(int(o["metadata"]["resourceVersion"]) for t, o in self.events if pred(t, o))
 
 
 def recorded_before_first_delete(pdeps: Watcher, pods: Watcher, group_generation: int) -> bool:

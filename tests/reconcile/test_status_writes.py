@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from wideep.reconcile.reconciler import progress_only
+from wideep.reconcile.reconciler import coming_up, progress_only
 
 
 def status() -> dict[str, Any]:
@@ -93,3 +93,30 @@ def test_progress_only(change: Callable[[dict[str, Any]], None], progress: bool)
 
 def test_first_status_is_never_progress_only() -> None:
     assert not progress_only(None, status())
+
+
+def _with(ready: tuple[str, str], valid: str = "True", degraded: str = "False") -> dict[str, Any]:
+    s = status()
+    s["conditions"] = [
+        {"type": "Valid", "status": valid, "reason": "SpecValid"},
+        {"type": "Ready", "status": ready[0], "reason": ready[1]},
+        {"type": "Degraded", "status": degraded, "reason": "Healthy"},
+    ]
+    return s
+
+
+@pytest.mark.parametrize(
+    ("s", "held"),
+    [
+        (_with(("False", "CreatingGroup")), True),
+        (_with(("False", "RanksNotReady")), True),
+        (_with(("True", "AllRanksReady")), False),  # Ready is news
+        (_with(("False", "InsufficientCapacity")), False),  # so is a group that cannot be scheduled
+        (_with(("False", "RankFailed"), degraded="True"), False),
+        (_with(("False", "CreatingGroup"), degraded="True"), False),
+        (_with(("False", "CreatingGroup"), valid="False"), False),
+        ({}, False),
+    ],
+)
+def test_only_a_group_coming_up_may_hold_its_first_status(s: dict[str, Any], held: bool) -> None:
+    assert coming_up(s) is held

@@ -22,7 +22,7 @@ from wideep.api import constants as c
 from wideep.reconcile.informer import Informer
 from wideep.reconcile.kube import Credentials, KubeClient, load_credentials
 from wideep.reconcile.metrics import Metrics
-from wideep.reconcile.reconciler import Reconciler
+from wideep.reconcile.reconciler import STATUS_PROGRESS_SECONDS, Reconciler
 from wideep.reconcile.state import Cache, Key, WorkQueue
 
 log = logging.getLogger("wideep.operator")
@@ -42,6 +42,7 @@ class Runtime:
     workers: int = WORKERS
     concurrency: int = CONCURRENCY
     resync_seconds: float = 60.0
+    status_progress_seconds: float = STATUS_PROGRESS_SECONDS
     warm_connections: int = CONCURRENCY
     namespaces: tuple[str, ...] = ()
     informers: list[Informer] = dataclasses.field(default_factory=list)
@@ -114,7 +115,14 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
                 asyncio.create_task(rt.kube.keep_warm(rt.warm_connections), name="wideep-keep-warm")
             )
         await start_informers(rt)
-        rt.reconciler = Reconciler(rt.kube, rt.cache, rt.queue, rt.metrics, resync_seconds=rt.resync_seconds)
+        rt.reconciler = Reconciler(
+            rt.kube,
+            rt.cache,
+            rt.queue,
+            rt.metrics,
+            resync_seconds=rt.resync_seconds,
+            status_progress_seconds=rt.status_progress_seconds,
+        )
         rt.queue.start(rt.workers, rt.reconciler.process)
         log.info("wideep operator started: %d workers, %d concurrent API calls", rt.workers, rt.concurrency)
 
@@ -168,6 +176,7 @@ def run_operator(
     ready_flag: threading.Event | asyncio.Event | None = None,
     runtime: Runtime | None = None,
     resync_seconds: float = 60.0,
+    status_progress_seconds: float = STATUS_PROGRESS_SECONDS,
     workers: int = WORKERS,
     concurrency: int = CONCURRENCY,
     warm_connections: int = CONCURRENCY,
@@ -184,6 +193,7 @@ def run_operator(
         concurrency=concurrency,
         warm_connections=warm_connections,
         resync_seconds=resync_seconds,
+        status_progress_seconds=status_progress_seconds,
         namespaces=tuple(namespaces),
     )
     if metrics_port:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import logging
 import time
@@ -15,7 +16,7 @@ from wideep.api.models import ParallelDeployment
 from wideep.api.validate import Verdict, validate_object
 from wideep.planning.planner import GroupPlan, plan
 
-from .decide import Decision, decide, iso, parse_iso
+from .decide import Decision, EventSpec, decide, iso, parse_iso
 from .fields import needs_upgrade, upgraded
 from .kube import KubeClient, KubeError
 from .metrics import Metrics
@@ -30,9 +31,10 @@ PLAN_CACHE = 256
 
 
 STATUS_PROGRESS_SECONDS = 2.0
-# Pacing: after a pass whose own computation (decision; a new validation or plan excluded) took t seconds, the
-# next pass of that group waits PACE_FACTOR * t, at most PACE_MAX_SECONDS, so one group's passes use at most
-# ~1/(1 + PACE_FACTOR) of a core. The pods of a group coming up send several events each, and every event
+# Pacing: after a pass whose own computation (decision; a new validation or plan excluded) took t seconds of
+# CPU, the next pass of that group waits PACE_FACTOR * t, at most PACE_MAX_SECONDS, so one group's passes use
+# at most ~1/(1 + PACE_FACTOR) of a core. CPU time, not wall time: while the machine is busy (a group coming
+# up keeps the API server, the scheduler and the kubelets busy) wall time counts the waits for a core too. The pods of a group coming up send several events each, and every event
 # used to start a pass: 48 passes for a 64-rank group, ~90 for 1024 ranks (0.05 s each there), CPU that the
 # API server, the scheduler and kwok were short of on a small machine (bench). Events that arrive meanwhile
 # are merged into the next pass. A pass of 8 ranks costs ~1 ms, so it waits ~5 ms.
@@ -76,6 +78,34 @@ def progress_only(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
     return _essence(old or {}) == _essence(new)
 
 
+def coming_up(status: dict[str, Any]) -> bool:
+    """A valid group on its way up with nothing wrong: Ready=False for a reason of COMING_UP (creating pods,
+    waiting for ranks), not Degraded. Unschedulable pods, failures and invalid specs are not."""
+    conds = {cd.get("type"): cd for cd in status.get("conditions") or []}
+    ready, valid, degraded = (conds.get(t) or {} for t in (c.COND_READY, c.COND_VALID, c.COND_DEGRADED))
+    return (
+        valid.get("status") == "True"
+        and degraded.get("status") != "True"
+        and ready.get("status") == "False"
+        and ready.get("reason") in COMING_UP
+    )
+
+
+@dataclasses.dataclass
+class PendingStatus:
+    """The first status of a new group, held back while the group comes up (see Reconciler._act).
+
+    Passes meanwhile decide from it as if it were stored, as long as the stored status is still ``base``
+    (nobody else wrote one); the events of those passes wait with it, so that none is posted before the
+    status that records it. Lost if the operator stops: the next one finds an object without status, as
+    after a stop between the creates and the status write."""
+
+    base: dict[str, Any] | None
+    status: dict[str, Any]
+    events: list[EventSpec]
+    since: float  # monotonic time of the pass that first held it back
+
+
 class Reconciler:
     def __init__(
         self,
@@ -85,6 +115,7 @@ class Reconciler:
         metrics: Metrics,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
         resync_seconds: float = RESYNC_SECONDS,
+        status_progress_seconds: float = STATUS_PROGRESS_SECONDS,
     ) -> None:
         self.resync_seconds = resync_seconds
         self._plans: OrderedDict[tuple[str, int, int], GroupPlan] = OrderedDict()
@@ -97,9 +128,10 @@ class Reconciler:
         self.clock = clock
         self._apply_errors: dict[Key, str] = {}
         self._status_written: dict[Key, float] = {}  # monotonic time of the last status write
+        self._pending: dict[Key, PendingStatus] = {}  # first statuses held back (PendingStatus)
         self._pass_cpu: dict[Key, float] = {}  # seconds of the last pass's own computation
         self._planning = 0.0  # seconds spent validating and planning afresh during the current pass
-        self.status_progress_seconds = STATUS_PROGRESS_SECONDS
+        self.status_progress_seconds = status_progress_seconds
 
     async def process(self, key: Key) -> None:
         started = time.perf_counter()
@@ -125,9 +157,9 @@ class Reconciler:
         mk = (str(meta.get("uid")), int(meta.get("generation") or 0))
         hit = self._verdicts.get(mk)
         if hit is None:
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             hit = validate_object(pdep)
-            self._planning += time.perf_counter() - t0
+            self._planning += time.thread_time() - t0
             self._verdicts[mk] = hit
             while len(self._verdicts) > VERDICT_CACHE:
                 self._verdicts.popitem(last=False)
@@ -140,9 +172,9 @@ class Reconciler:
         mk = (str(obj.metadata.get("uid")), int(obj.metadata.get("generation") or 0), group_generation)
         hit = self._plans.get(mk)
         if hit is None:
-            t0 = time.perf_counter()
+            t0 = time.thread_time()
             hit = plan(obj, group_generation=group_generation)
-            self._planning += time.perf_counter() - t0
+            self._planning += time.thread_time() - t0
             self._plans[mk] = hit
             while len(self._plans) > PLAN_CACHE:
                 self._plans.popitem(last=False)
@@ -154,17 +186,24 @@ class Reconciler:
         pdep = self.cache.pdeps.get(key)
         if pdep is None or pdep["metadata"].get("deletionTimestamp"):
             self._status_written.pop(key, None)
+            self._pending.pop(key, None)
             return None  # children carry ownerReferences: the garbage collector removes them
+        pending = self._pending.get(key)
+        if pending is not None:
+            if _status_equal(pdep.get("status"), pending.base or {}):
+                pdep = {**pdep, "status": pending.status}
+            else:  # another client wrote a status meanwhile: decide from what is stored
+                del self._pending[key]
         uid = pdep["metadata"]["uid"]
         now = self.clock()
-        computing, self._planning = time.perf_counter(), 0.0
+        computing, self._planning = time.thread_time(), 0.0
         verdict = self._validate(pdep)
         pods = self.cache.owned("Pod", key, uid)
         services = self.cache.owned("Service", key, uid)
         d = decide(pdep, verdict, pods, services, now, self._plan)
         # A new validation or plan is made once per spec and generation: it does not say what the next pass
         # costs. No await since the pass began, so self._planning holds this pass's planning only.
-        self._pass_cpu[key] = time.perf_counter() - computing - self._planning
+        self._pass_cpu[key] = time.thread_time() - computing - self._planning
         if d.restarted:
             # A gang restart costs every rank its start-up (minutes at scale): confirm the incident
             # against the API server, not only the watch cache, before acting on it.
@@ -271,16 +310,34 @@ class Reconciler:
             for cond in status.get("conditions", []):
                 if cond["type"] == c.COND_PROGRESSING:
                     cond["message"] = f"the API server refused planned writes, retrying: {msg}"[:512]
-        if not _status_equal(pdep.get("status"), status):
+        events = d.events
+        pending = self._pending.pop(key, None)
+        if pending is not None:
+            events = pending.events + events
+        if pending is not None or not _status_equal(pdep.get("status"), status):
             # Progress figures (ready counts, rank phases) of a group coming up change with every pod event;
             # at 1024 ranks each status write is ~100 kB for the API server, etcd and every watcher. They are
             # written at most every status_progress_seconds; any other change is written at once.
-            since = time.monotonic() - self._status_written.get(key, float("-inf"))
-            if since < self.status_progress_seconds and progress_only(pdep.get("status"), status):
+            # A new group's first status counts as progress too while the group comes up: it is written once
+            # the group is Ready, or status_progress_seconds after the pass that created its pods, whichever
+            # comes first (a small group is Ready well before: one status write instead of two, and none
+            # while the scheduler and the kubelets start its pods).
+            mono = time.monotonic()
+            since = mono - self._status_written.get(key, float("-inf"))
+            first = pending is not None or (key not in self._status_written and not pdep.get("status"))
+            held = mono - (pending.since if pending is not None else mono)
+            if first and coming_up(status) and held < self.status_progress_seconds:
+                base = pending.base if pending is not None else pdep.get("status")
+                self._pending[key] = PendingStatus(
+                    base, status, events, pending.since if pending is not None else mono
+                )
+                self.queue.add_after(key, self.status_progress_seconds - held)
+                events = []
+            elif since < self.status_progress_seconds and progress_only(pdep.get("status"), status):
                 self.queue.add_after(key, self.status_progress_seconds - since)
             else:
                 await self._write_status(key, status)
-        for ev in d.events:
+        for ev in events:
             await self._event(pdep, ev.reason, ev.message, ev.warning, now)
         if errors:
             if self._apply_errors.get(key) != errors[0]:
