@@ -119,3 +119,18 @@ def test_trim_keeps_what_the_reconciler_reads_only() -> None:
     assert "managedFields" not in kept["metadata"]
     assert kept["spec"] == {"nodeName": "n1"}
     assert kept["status"] == {"phase": "Running"}
+
+
+def test_at_start_groups_that_had_pods_settle_before_reusing_their_names() -> None:
+    cache = Cache()
+    for name, status in (("running", {"groupGeneration": 2}), ("new", {}), ("seen", {"groupGeneration": 1})):
+        cache.put_pdep(
+            {
+                "metadata": {"namespace": "ns", "name": name, "uid": name, "resourceVersion": "1"},
+                "status": status,
+            }
+        )
+    cache.last_pod_gone[("ns", "seen")] = 1.0  # a group whose pods this process saw go keeps that time
+    cache.started()
+    assert set(cache.last_pod_gone) == {("ns", "running"), ("ns", "seen")}
+    assert cache.last_pod_gone[("ns", "seen")] == 1.0

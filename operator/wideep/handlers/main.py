@@ -68,6 +68,7 @@ async def start_informers(rt: Runtime) -> None:
             inf = Informer(rt.kube, rt.cache, kind, ns, notify)
             await inf.relist()
             rt.informers.append(inf)
+    rt.cache.started()
     for key in rt.cache.pdeps:  # kopf's first events of these are echoes of this list and are skipped
         queue.add(key)
     for inf in rt.informers:

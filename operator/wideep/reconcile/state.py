@@ -195,6 +195,17 @@ class Cache:
                 touched.add(owner)
         return touched
 
+    def started(self) -> None:
+        """At operator start, after the first lists: the pods of a group that ran before may have vanished
+        moments before this process began, and nobody recorded when. Count the settle before reusing their
+        names (Reconciler._act) from now: an operator killed right after a group's old pods were gone would
+        otherwise have its successor create the new ones while late deletes by name (kwok v0.8.0 sends them
+        without a uid precondition) still hit them. A new group (no status yet) never had pods deleted."""
+        now = time.monotonic()
+        for key, obj in self.pdeps.items():
+            if (obj.get("status") or {}).get("groupGeneration"):
+                self.last_pod_gone.setdefault(key, now)
+
     def mark_deleting(self, kind: str, key: Key, name: str, uid: str, now: str) -> None:
         obj = self.children[kind].get(key, {}).get(name)
         if obj is not None and obj["metadata"].get("uid") == uid:
