@@ -31,13 +31,15 @@ PLAN_CACHE = 256
 
 
 STATUS_PROGRESS_SECONDS = 2.0
-# Pacing: after a pass whose own computation (decision; a new validation or plan excluded) took t seconds of
-# CPU, the next pass of that group waits PACE_FACTOR * t, at most PACE_MAX_SECONDS, so one group's passes use
-# at most ~1/(1 + PACE_FACTOR) of a core. CPU time, not wall time: while the machine is busy (a group coming
-# up keeps the API server, the scheduler and the kubelets busy) wall time counts the waits for a core too. The pods of a group coming up send several events each, and every event
-# used to start a pass: 48 passes for a 64-rank group, ~90 for 1024 ranks (0.05 s each there), CPU that the
-# API server, the scheduler and kwok were short of on a small machine (bench). Events that arrive meanwhile
-# are merged into the next pass. A pass of 8 ranks costs ~1 ms, so it waits ~5 ms.
+# Pacing: after a pass whose own computation (decision; a new validation or plan excluded) took t seconds, the
+# next pass of that group waits PACE_FACTOR * t, at most PACE_MAX_SECONDS, so one group's passes use at most
+# ~1/(1 + PACE_FACTOR) of a core. Wall time, not CPU time: while the machine is busy a pass takes longer and
+# the next one waits longer, which leaves the cores to the API server, the scheduler and the kubelets (bench,
+# 2 cores: counting CPU time instead made 1.3-1.4x the passes and 1.2x the operator CPU at N = 8 and 64).
+# The pods of a group coming up send several events each, and every event used to start a pass: 48 passes
+# for a 64-rank group, ~90 for 1024 ranks (0.05 s each there), CPU that the API server, the scheduler and
+# kwok were short of on a small machine (bench). Events that arrive meanwhile are merged into the next pass.
+# A pass of 8 ranks costs ~1 ms, so it waits ~5 ms.
 PACE_FACTOR = 5.0
 PACE_MAX_SECONDS = 1.0
 VERDICT_CACHE = 256
@@ -157,9 +159,9 @@ class Reconciler:
         mk = (str(meta.get("uid")), int(meta.get("generation") or 0))
         hit = self._verdicts.get(mk)
         if hit is None:
-            t0 = time.thread_time()
+            t0 = time.perf_counter()
             hit = validate_object(pdep)
-            self._planning += time.thread_time() - t0
+            self._planning += time.perf_counter() - t0
             self._verdicts[mk] = hit
             while len(self._verdicts) > VERDICT_CACHE:
                 self._verdicts.popitem(last=False)
@@ -172,9 +174,9 @@ class Reconciler:
         mk = (str(obj.metadata.get("uid")), int(obj.metadata.get("generation") or 0), group_generation)
         hit = self._plans.get(mk)
         if hit is None:
-            t0 = time.thread_time()
+            t0 = time.perf_counter()
             hit = plan(obj, group_generation=group_generation)
-            self._planning += time.thread_time() - t0
+            self._planning += time.perf_counter() - t0
             self._plans[mk] = hit
             while len(self._plans) > PLAN_CACHE:
                 self._plans.popitem(last=False)
@@ -196,14 +198,14 @@ class Reconciler:
                 del self._pending[key]
         uid = pdep["metadata"]["uid"]
         now = self.clock()
-        computing, self._planning = time.thread_time(), 0.0
+        computing, self._planning = time.perf_counter(), 0.0
         verdict = self._validate(pdep)
         pods = self.cache.owned("Pod", key, uid)
         services = self.cache.owned("Service", key, uid)
         d = decide(pdep, verdict, pods, services, now, self._plan)
         # A new validation or plan is made once per spec and generation: it does not say what the next pass
         # costs. No await since the pass began, so self._planning holds this pass's planning only.
-        self._pass_cpu[key] = time.thread_time() - computing - self._planning
+        self._pass_cpu[key] = time.perf_counter() - computing - self._planning
         if d.restarted:
             # A gang restart costs every rank its start-up (minutes at scale): confirm the incident
             # against the API server, not only the watch cache, before acting on it.
