@@ -39,6 +39,7 @@ from .controller_bench import (
     cluster_pids,
     free_port,
     loadavg,
+    log,
     make_namespace,
     observed_run,
     pdep_doc,
@@ -52,10 +53,6 @@ LWS_API = "/apis/leaderworkerset.x-k8s.io/v1"
 CRD_FILE = "config/crd/bases/leaderworkerset.x-k8s.io_leaderworkersets.yaml"
 WEBHOOKS_FILE = "config/webhook/manifests.yaml"
 MEMBER_LABEL = "leaderworkerset.sigs.k8s.io/name"
-
-
-def log(msg: str) -> None:
-    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", flush=True)
 
 
 def _go_env() -> dict[str, str]:

@@ -97,12 +97,11 @@ def coming_up(status: dict[str, Any]) -> bool:
 class PendingStatus:
     """The first status of a new group, held back while the group comes up (see Reconciler._act).
 
-    Passes meanwhile decide from it as if it were stored, as long as the stored status is still ``base``
-    (nobody else wrote one); the events of those passes wait with it, so that none is posted before the
+    Passes meanwhile decide from it as if it were stored, as long as nothing is stored yet (nobody else
+    wrote a status); the events of those passes wait with it, so that none is posted before the
     status that records it. Lost if the operator stops: the next one finds an object without status, as
     after a stop between the creates and the status write."""
 
-    base: dict[str, Any] | None
     status: dict[str, Any]
     events: list[EventSpec]
     since: float  # monotonic time of the pass that first held it back
@@ -192,7 +191,7 @@ class Reconciler:
             return None  # children carry ownerReferences: the garbage collector removes them
         pending = self._pending.get(key)
         if pending is not None:
-            if _status_equal(pdep.get("status"), pending.base or {}):
+            if not pdep.get("status"):
                 pdep = {**pdep, "status": pending.status}
             else:  # another client wrote a status meanwhile: decide from what is stored
                 del self._pending[key]
@@ -329,9 +328,8 @@ class Reconciler:
             first = pending is not None or (key not in self._status_written and not pdep.get("status"))
             held = mono - (pending.since if pending is not None else mono)
             if first and coming_up(status) and held < self.status_progress_seconds:
-                base = pending.base if pending is not None else pdep.get("status")
                 self._pending[key] = PendingStatus(
-                    base, status, events, pending.since if pending is not None else mono
+                    status, events, pending.since if pending is not None else mono
                 )
                 self.queue.add_after(key, self.status_progress_seconds - held)
                 events = []
