@@ -134,3 +134,57 @@ def test_at_start_groups_that_had_pods_settle_before_reusing_their_names() -> No
     cache.started()
     assert set(cache.last_pod_gone) == {("ns", "running"), ("ns", "seen")}
     assert cache.last_pod_gone[("ns", "seen")] == 1.0
+
+
+def ready_pod(name: str, uid: str, rv: int, ready: bool = True, deleting: bool = False) -> dict[str, Any]:
+    p = pod(name=name, uid=uid, rv=rv)
+    p["status"]["conditions"] = [{"type": "Ready", "status": "True" if ready else "False"}]
+    if deleting:
+        p["metadata"]["deletionTimestamp"] = "2026-11-28T00:00:00Z"
+    return p
+
+
+def test_group_completes_when_the_last_planned_pod_becomes_ready() -> None:
+    cache = Cache()
+    cache.put_child(ready_pod("g-0", "a", 1))
+    assert not cache.pop_completed(KEY)  # no plan known yet: nothing to complete
+    cache.expected_pods[KEY] = 2
+    cache.put_child(ready_pod("g-1", "b", 2, ready=False))
+    assert not cache.pop_completed(KEY)
+    cache.put_child(ready_pod("g-1", "b", 3))
+    assert cache.pop_completed(KEY)
+    assert not cache.pop_completed(KEY)  # asked once
+    cache.put_child(ready_pod("g-1", "b", 4))  # a later event of a complete group is not a completion
+    assert not cache.pop_completed(KEY)
+
+
+@pytest.mark.parametrize(
+    "lose",
+    [
+        lambda cache: cache.put_child(ready_pod("g-1", "b", 5, ready=False)),
+        lambda cache: cache.put_child(ready_pod("g-1", "b", 5, deleting=True)),
+        lambda cache: cache.delete_child(ready_pod("g-1", "b", 5)),
+        lambda cache: cache.mark_deleting("Pod", KEY, "g-1", "b", "2026-11-28T00:00:00Z"),
+        lambda cache: cache.replace_children("Pod", "ns", [ready_pod("g-0", "a", 5)]),
+    ],
+    ids=["not-ready", "terminating", "deleted", "deleting", "relisted-away"],
+)
+def test_a_group_that_lost_a_ready_pod_completes_again(lose: Any) -> None:
+    cache = Cache()
+    cache.expected_pods[KEY] = 2
+    cache.put_child(ready_pod("g-0", "a", 1))
+    cache.put_child(ready_pod("g-1", "b", 2))
+    assert cache.pop_completed(KEY)
+    lose(cache)
+    assert not cache.pop_completed(KEY)
+    cache.put_child(ready_pod("g-1", "c", 10))  # its replacement, Ready
+    assert cache.pop_completed(KEY)
+
+
+def test_forgotten_group_keeps_no_completion() -> None:
+    cache = Cache()
+    cache.expected_pods[KEY] = 1
+    cache.put_child(ready_pod("g-0", "a", 1))
+    cache.forget(KEY)
+    assert not cache.pop_completed(KEY)
+    assert KEY not in cache.expected_pods

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wideep.api import constants as c
+from wideep.reconcile.decide import is_ready, is_terminating
 from wideep.reconcile.fields import needs_upgrade
 
 Key = tuple[str, str]  # (namespace, name) of a ParallelDeployment
@@ -102,6 +103,12 @@ class Cache:
         self._tombstones: OrderedDict[str, None] = OrderedDict()
         self.last_pod_gone: dict[Key, float] = {}
         self._where: dict[str, tuple[str, Key, str]] = {}  # uid -> (kind, owner key, name)
+        # Group completion, for the work queue (WorkQueue.add urgent): the names of each group's Ready pods,
+        # how many pods its current plan has (set by the reconciler), and the groups whose last pod just
+        # became Ready.
+        self._ready: dict[Key, set[str]] = {}
+        self.expected_pods: dict[Key, int] = {}
+        self._completed: set[Key] = set()
 
     def _bury(self, uid: str | None) -> None:
         if uid:
@@ -132,6 +139,29 @@ class Cache:
             del self.pdeps[key]
         return key
 
+    def _set_ready(self, key: Key, name: str, ready: bool) -> None:
+        names = self._ready.setdefault(key, set())
+        before = len(names)
+        if ready:
+            names.add(name)
+        else:
+            names.discard(name)
+        expected = self.expected_pods.get(key)
+        if expected and before < expected <= len(names):
+            self._completed.add(key)
+
+    def pop_completed(self, key: Key) -> bool:
+        """Whether the latest pod event made every pod of the group's plan Ready (asked once)."""
+        if key in self._completed:
+            self._completed.discard(key)
+            return True
+        return False
+
+    def forget(self, key: Key) -> None:
+        """The group is gone: drop its completion bookkeeping (its children leave with their events)."""
+        self.expected_pods.pop(key, None)
+        self._completed.discard(key)
+
     def put_child(self, obj: dict[str, Any]) -> Key | None:
         kind = obj.get("kind") or "Pod"
         uid = obj["metadata"].get("uid")
@@ -146,8 +176,12 @@ class Cache:
             where = self._where.get(uid)
             if where is not None and where != (kind, key, name):
                 self.children[where[0]].get(where[1], {}).pop(where[2], None)
+                if where[0] == "Pod":
+                    self._set_ready(where[1], where[2], False)
             self._where[uid] = (kind, key, name)
-        bucket[name] = trim(obj)
+        trimmed = bucket[name] = trim(obj)
+        if kind == "Pod":
+            self._set_ready(key, name, is_ready(trimmed) and not is_terminating(trimmed))
         return key
 
     def delete_child(self, obj: dict[str, Any], bury: bool = True) -> Key | None:
@@ -165,8 +199,10 @@ class Cache:
         old = bucket.get(name)
         if old is not None and old["metadata"].get("uid") == uid:
             del bucket[name]
-            if kind == "Pod" and bury:
-                self.last_pod_gone[key] = time.monotonic()
+            if kind == "Pod":
+                self._set_ready(key, name, False)
+                if bury:
+                    self.last_pod_gone[key] = time.monotonic()
         return key
 
     def replace_children(self, kind: str, namespace: str | None, items: list[dict[str, Any]]) -> set[Key]:
@@ -186,6 +222,7 @@ class Cache:
                     self._where.pop(obj["metadata"].get("uid"), None)
                     del bucket[name]
                     if kind == "Pod":
+                        self._set_ready(key, name, False)
                         self.last_pod_gone[key] = time.monotonic()
                     touched.add(key)
         for obj in items:
@@ -210,6 +247,8 @@ class Cache:
         obj = self.children[kind].get(key, {}).get(name)
         if obj is not None and obj["metadata"].get("uid") == uid:
             obj["metadata"]["deletionTimestamp"] = obj["metadata"].get("deletionTimestamp") or now
+            if kind == "Pod":
+                self._set_ready(key, name, False)
 
     def owned(self, kind: str, key: Key, owner_uid: str) -> list[dict[str, Any]]:
         out = []
@@ -232,6 +271,7 @@ class WorkQueue:
         self._timers: dict[Key, asyncio.TimerHandle] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self._not_before: dict[Key, float] = {}  # loop time before which the key is not processed again
+        self._urgent: set[Key] = set()  # dirty keys whose next pass is not paced
 
     def pace(self, key: Key, seconds: float) -> None:
         """Hold further processing of key for seconds (adds meanwhile are deferred, not lost)."""
@@ -240,9 +280,15 @@ class WorkQueue:
         else:
             self._not_before.pop(key, None)
 
-    def add(self, key: Key) -> None:
+    def add(self, key: Key, *, urgent: bool = False) -> None:
+        """Process key (once, however often it is added meanwhile). ``urgent``: not held by pacing; for the
+        event that completes a group (its last pod Ready), whose pass writes Ready=True."""
+        if urgent:
+            self._not_before.pop(key, None)
         if key in self._active:
             self._dirty.add(key)
+            if urgent:
+                self._urgent.add(key)
             return
         not_before = self._not_before.get(key)
         if not_before is not None:
@@ -287,7 +333,9 @@ class WorkQueue:
                 self._active.discard(key)
                 if key in self._dirty:
                     self._dirty.discard(key)
-                    self.add(key)
+                    urgent = key in self._urgent
+                    self._urgent.discard(key)
+                    self.add(key, urgent=urgent)
 
     async def stop(self) -> None:
         for t in self._tasks:
