@@ -265,9 +265,11 @@ async def run_cluster_benches(cluster: Any, args: argparse.Namespace, results: d
 
 
 def default_pairs(n: int) -> int:
-    """Pairs of runs per N: a small group is done in ~0.1 s, where a few ms of scheduling noise move the ratio
-    by 10%, so it gets more pairs; a 1024-rank pair takes ~3 minutes, and one pair alone swings by 20-50% between runs on a small machine."""
-    return 9 if n <= 8 else 5 if n <= 64 else 2
+    """Pairs of runs per N: a small group is done in ~0.15 s, where a few ms of scheduling noise move the
+    ratio by 10% (per-pair ratios at N=8 spread from 0.7 to 2.0, and the median of 9 pairs of the same code
+    ranged 1.15-1.38 between runs), so it gets the most pairs (~18 s each); a 1024-rank pair takes ~3 minutes,
+    and one pair alone swings by 20-50% between runs on a small machine."""
+    return 21 if n <= 8 else 5 if n <= 64 else 2
 
 
 def render_bench(reps: int, n: int = 1024) -> dict[str, Any]:
@@ -894,7 +896,8 @@ def write_markdown(
         "  consecutive 2 s windows with at most 12 API requests/s and at most 0.1 CPU s per window in each of",
         "  controller-manager, scheduler and kwok (the controller-manager works through a deleted run for tens",
         "  of seconds at its 20 QPS). A warm-up baseline N=8 run is not recorded.",
-        "- **Pairs and disturbance.** Each N runs baseline and operator as a pair (5 pairs at N=8, 3 up to N=64, 2 above, alternating",
+        "- **Pairs and disturbance.** Each N runs baseline and operator as a pair "
+        f"({default_pairs(8)} pairs at N=8, {default_pairs(64)} up to N=64, {default_pairs(256)} above, alternating",
         "  which goes first). The machine is shared: the bench samples `/proc/stat` and counts the",
         "  CPU used by processes outside the bench cluster; a pair in which they took more than "
         f"{results.get('max_others', 0.15):.0%} of the",
@@ -907,9 +910,8 @@ def write_markdown(
         "  ParallelDeployments are Ready; peak is `VmHWM`.",
         "- **render**: `wideep render -f FILE -o yaml` through `wideep.cli.main` in-process, median of "
         f"{(results.get('render') or {}).get('reps', '-')} runs (`bench/render_bench.py`).",
-        "- **LeaderWorkerSet** (third column asked for by the issue) is not measured: `sigs.k8s.io/lws` is not",
-        "  available from this machine's Go module proxy (`go list -m sigs.k8s.io/lws` → 403), so it cannot be",
-        "  built from Go modules here.",
+        "- **LeaderWorkerSet** (the third column): see the first lines of this page for the version and how it"
+        " runs; `--no-lws` leaves it out.",
         "",
         f"Raw numbers: `bench/out/{results['raw_name']}` (git-ignored), written by the same run.",
         "",
