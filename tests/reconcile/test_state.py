@@ -188,3 +188,10 @@ def test_forgotten_group_keeps_no_completion() -> None:
     cache.forget(KEY)
     assert not cache.pop_completed(KEY)
     assert KEY not in cache.expected_pods
+
+
+def test_no_readiness_entry_outlives_a_groups_pods() -> None:
+    cache = Cache()
+    cache.put_child(ready_pod("g-0", "a", 1))
+    cache.delete_child(ready_pod("g-0", "a", 2))
+    assert cache._ready == {}

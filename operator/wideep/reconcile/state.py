@@ -146,6 +146,8 @@ class Cache:
             names.add(name)
         else:
             names.discard(name)
+            if not names:
+                del self._ready[key]  # no entry left behind by a deleted group
         expected = self.expected_pods.get(key)
         if expected and before < expected <= len(names):
             self._completed.add(key)
