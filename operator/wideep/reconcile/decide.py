@@ -86,6 +86,11 @@ def is_ready(pod: dict[str, Any]) -> bool:
     return any(cd.get("type") == "Ready" and cd.get("status") == "True" for cd in st.get("conditions") or [])
 
 
+def pod_counts_ready(pod: dict[str, Any]) -> bool:
+    """A rank pod that counts as ready: Ready and not on its way out."""
+    return is_ready(pod) and not is_terminating(pod)
+
+
 def restart_count(pod: dict[str, Any]) -> int:
     st = pod.get("status") or {}
     statuses = (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or [])
@@ -502,7 +507,7 @@ def decide(
             pst = obs.get("status") or {}
             r.phase = "Terminating" if is_terminating(obs) else str(pst.get("phase") or "Pending")
             r.node = obs["spec"].get("nodeName")
-            r.ready = is_ready(obs) and not is_terminating(obs)
+            r.ready = pod_counts_ready(obs)
             r.restarts = restart_count(obs)
             if not r.ready:
                 waiting += 1

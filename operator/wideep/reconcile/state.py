@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wideep.api import constants as c
-from wideep.reconcile.decide import is_ready, is_terminating
+from wideep.reconcile.decide import pod_counts_ready
 from wideep.reconcile.fields import needs_upgrade
 
 Key = tuple[str, str]  # (namespace, name) of a ParallelDeployment
@@ -183,7 +183,7 @@ class Cache:
             self._where[uid] = (kind, key, name)
         trimmed = bucket[name] = trim(obj)
         if kind == "Pod":
-            self._set_ready(key, name, is_ready(trimmed) and not is_terminating(trimmed))
+            self._set_ready(key, name, pod_counts_ready(trimmed))  # as decide counts ready ranks
         return key
 
     def delete_child(self, obj: dict[str, Any], bury: bool = True) -> Key | None:
