@@ -5,7 +5,7 @@ ParallelDeployment created in a namespace no operator watches. The client holds 
 requests in flight as the operator (64, one pooled session) and uses plain ``POST`` creates, the
 cheapest write the API server offers; everything it sends is serialised before the clock starts.
 
-    t0 ── POST the ParallelDeployment ── POST N pods + N+3 Services (64 in flight)
+    t0 ── POST the ParallelDeployment ── POST N pods + 3 Services (64 in flight)
        └─ created: the observer has seen them all      └─ Ready: kwok made every pod Ready
 """
 

@@ -128,6 +128,14 @@ def planned_objects(doc: dict[str, Any], owner_uid: str) -> list[dict[str, Any]]
     return [*(p.body for p in group.pods), *group.services]
 
 
+def planned_counts(n: int) -> dict[str, int]:
+    """How many pods and Services the bench spec with ``dataParallelSize = n`` plans (N pods, 3 Services)."""
+    objects = planned_objects(pdep_doc(PD_NAME, "bench", n), "00000000-0000-4000-8000-000000000000")
+    return {
+        k: sum(o["kind"] == kind for o in objects) for k, kind in (("pods", "Pod"), ("services", "Service"))
+    }
+
+
 def object_path(obj: dict[str, Any]) -> str:
     ns = obj["metadata"]["namespace"]
     if obj["kind"] == "Pod":
@@ -481,7 +489,7 @@ class Observer:
             "--n",
             str(n),
             "--services",
-            str(n + 3 if services is None else services),
+            str(planned_counts(n)["services"] if services is None else services),
         ]
         if pd:
             self.args.append("--pd")
@@ -1074,7 +1082,7 @@ async def operator_case(b: Bench, n: int, recovery: bool, noop: bool = True) -> 
     """apply → all objects → Ready; writes; optionally no-op resyncs and a gang recovery."""
     ns = f"bench-op-{n}"
     await make_namespace(b.admin, ns)
-    res: dict[str, Any] = {"n": n, "namespace": ns, "planned": {"pods": n, "services": n + 3}}
+    res: dict[str, Any] = {"n": n, "namespace": ns, "planned": planned_counts(n)}
     res["quiet_wait_s"] = await wait_quiet(b.admin, b.cluster.pids())
     profile = b.out_dir / f"operator-{n}.prof" if b.profile else None
     op = OperatorProc(b.cluster, [ns], b.out_dir, resync_seconds=b.resync_seconds, profile=profile).start()

@@ -42,7 +42,7 @@ def plot(results: dict[str, Any], path: Path) -> Path:
     ax.set_xscale("log", base=2)
     ax.set_yscale("log")
     ax.set_xticks(sizes, [str(n) for n in sizes])
-    ax.set_xlabel("DP ranks N (1 GPU per pod: N pods + N+3 Services)")
+    ax.set_xlabel("DP ranks N (1 GPU per pod: N pods + 3 Services)")
     ax.set_ylabel("seconds")
     ax.set_title("Time to create and to Ready, same API server")
     ax.grid(True, which="both", alpha=0.3)

@@ -408,7 +408,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         r = results["ratios"][str(n)]["created"]
         rows.append(
             row(
-                f"N={n}: apply → {2 * n + 3} objects created",
+                f"N={n}: apply → {sum(o['planned'].values())} objects created",
                 _fmt(o["t"]["created"]),
                 _fmt(bb["t"]["created"]),
                 f"{r:.2f}" if r else "-",
@@ -443,7 +443,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         )
     for n in results["sizes"]:
         o = op[str(n)]
-        planned = 2 * n + 3
+        planned = sum(o["planned"].values())
         audited = creates_of(o["writes_audit"])
         metric = sum(
             o["writes_metrics"].get(k, 0)
@@ -624,7 +624,7 @@ def details(results: dict[str, Any]) -> str:
         wrows.append(
             (
                 n,
-                2 * n + 3,
+                sum(o["planned"].values()),
                 _writes(o["writes_audit"]),
                 _writes(o["writes_metrics"]),
                 _writes(o["reads_audit"]),
@@ -846,8 +846,8 @@ def write_markdown(
             if results.get("lws_version")
             else f"- LeaderWorkerSet: not measured ({results.get('lws_missing', 'skipped with --no-lws')})"
         ),
-        f"- Spec: `examples/deepseek-v3-wide-ep.yaml` with `dataParallelSize = N` (external LB, 1 GPU per pod: N pods, "
-        f"N+3 Services of which N+1 headless); operator `wideep run --namespace bench-op-N --resync-seconds "
+        f"- Spec: `examples/deepseek-v3-wide-ep.yaml` with `dataParallelSize = N` (external LB, 1 GPU per pod: N pods and "
+        f"3 Services, one of them headless); operator `wideep run --namespace bench-op-N --resync-seconds "
         f"{results['resync_seconds']:g}` (64 API calls in flight, 16 workers)",
         "",
         "## Summary",
@@ -871,7 +871,7 @@ def write_markdown(
         "  namespace's pods, Services and ParallelDeployments and stamps each event with `CLOCK_MONOTONIC` on",
         "  receipt; t = 0 is just before the POST of the ParallelDeployment. It runs outside both the operator",
         "  and the baseline, so neither pays for it alone.",
-        "- **Created**: the observer has seen all N pods and N+3 Services. **Ready**: operator: the",
+        "- **Created**: the observer has seen all N pods and the 3 Services. **Ready**: operator: the",
         "  ParallelDeployment's `Ready` condition is `True` with `status.observedGeneration` equal to",
         "  `metadata.generation`; baseline: all N pods `Ready` (kwok's `pod-ready` stage after the scheduler has",
         "  bound them).",

@@ -369,7 +369,12 @@ def test_scale_subresource_rerolls_with_new_dp(kube: Kube, operator: Operator, n
     for p in pods:
         args = p["spec"]["containers"][0]["args"]
         assert args[args.index("--data-parallel-size") + 1] == "4"
-    assert len([s for s in kube.services(namespace, "scale") if "-rank-" in s["metadata"]["name"]]) == 4
+    # The group's three Services whatever the size: no Service per rank.
+    assert sorted(s["metadata"]["name"] for s in kube.services(namespace, "scale")) == [
+        "scale-http",
+        "scale-master",
+        "scale-ranks",
+    ]
     # Invalid scale (hybrid LB needs DP divisible by the local size) is refused by the API server.
     obj = kube.get_pdep(namespace, "scale")
     assert obj is not None and obj["status"]["replicas"] == 4

@@ -51,7 +51,6 @@ class LayoutCase:
     dp_ranks: tuple[tuple[int, ...], ...]
     """DP ranks hosted by each pod (torchrun: the pod's DP rank)."""
     serves_http: tuple[bool, ...]
-    rank_services: int
     k: int
     """The "other" pod whose args are checked besides pod 0."""
     args_0: tuple[str, ...]
@@ -83,7 +82,6 @@ EXTERNAL = LayoutCase(
     gpus_per_pod=2,
     dp_ranks=((0,), (1,), (2,), (3,)),
     serves_http=(True,) * 4,
-    rank_services=4,
     k=3,
     args_0=(
         MODEL,
@@ -150,7 +148,6 @@ EXTERNAL_0110 = LayoutCase(
     gpus_per_pod=1,
     dp_ranks=((0,), (1,)),
     serves_http=(True, True),
-    rank_services=2,
     k=1,
     # 0.11.0 has neither --data-parallel-external-lb (the rank implies it) nor --all2all-backend (env).
     args_0=(
@@ -204,7 +201,6 @@ HYBRID = LayoutCase(
     gpus_per_pod=8,
     dp_ranks=(tuple(range(8)), tuple(range(8, 16))),
     serves_http=(True, True),
-    rank_services=0,
     k=1,
     # --data-parallel-hybrid-lb on the first pod too: its start rank 0 is falsy and would not infer it.
     args_0=(
@@ -259,7 +255,6 @@ INTERNAL = LayoutCase(
     gpus_per_pod=4,
     dp_ranks=((0, 1), (2, 3), (4, 5)),
     serves_http=(True, False, False),
-    rank_services=0,
     k=2,
     args_0=(
         MODEL,
@@ -302,7 +297,6 @@ SINGLE = LayoutCase(
     gpus_per_pod=8,
     dp_ranks=((0,),),
     serves_http=(True,),
-    rank_services=0,
     k=0,
     args_0=(MODEL, "--tensor-parallel-size", "4", "--pipeline-parallel-size", "2", "--port", "8000"),
     args_k=(MODEL, "--tensor-parallel-size", "4", "--pipeline-parallel-size", "2", "--port", "8000"),
@@ -328,7 +322,6 @@ TORCHRUN = LayoutCase(
     # dp rank = RANK // (world_size // DP), world_size = PP*TP*DP = 8: ranks 0-3 -> 0, 4-7 -> 1.
     dp_ranks=((0,), (0,), (0,), (0,), (1,), (1,), (1,), (1,)),
     serves_http=(False,) * 8,
-    rank_services=0,
     k=5,
     args_0=("--tp-size=2",),
     args_k=("--tp-size=2",),
@@ -669,11 +662,7 @@ def test_services(case: LayoutCase) -> None:
         ]
         assert [(p["name"], p["port"]) for p in http["spec"]["ports"]] == [("http", pdep.spec.serving.port)]
 
-    # Per-rank Services (for a load balancer that routes to ranks) only in external LB.
-    for r in range(case.rank_services):
-        svc = svcs.pop(f"{name}-rank-{r}")
-        assert [i for i, labels in pods.items() if _selects(svc, labels)] == [r]
-        assert [(p["name"], p["port"]) for p in svc["spec"]["ports"]] == [("http", pdep.spec.serving.port)]
+    # No Service per rank, in any layout: a rank is addressed by its pod's DNS name (headless Service).
     assert not svcs, f"unexpected Services: {sorted(svcs)}"
     for svc in g.services:
         assert svc["metadata"]["labels"][c.LABEL_DEPLOYMENT] == name

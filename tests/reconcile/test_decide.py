@@ -105,7 +105,7 @@ def test_first_pass_creates_every_pod_and_service() -> None:
     w = World(make_pdep(4))
     d = w.step()
     kinds = [o["kind"] for o in d.apply]
-    assert kinds.count("Pod") == 4 and kinds.count("Service") == 3 + 4
+    assert kinds.count("Pod") == 4 and kinds.count("Service") == 3
     assert [e.reason for e in d.events] == [c.EVENT_GROUP_CREATED]
     assert w.pdep["status"]["groupGeneration"] == 1
     assert d.fills_generation == 1 and w.pdep["status"]["createdGeneration"] == 0
@@ -275,15 +275,38 @@ def test_spec_whose_pods_the_api_server_refuses_leaves_the_running_group_untouch
     ] == 2
 
 
-def test_dp_change_replaces_group_and_prunes_rank_services() -> None:
+def test_dp_change_replaces_group() -> None:
     w = ready_world(dp=4)
+    services = sorted(w.services)
     w.pdep["spec"]["parallelConfig"]["dataParallelSize"] = 2
     w.pdep["metadata"]["generation"] = 2
     d = w.step()
-    assert {n for k, n, _ in d.delete if k == "Service"} == {"g-rank-2", "g-rank-3"}
+    assert not [n for k, n, _ in d.delete if k == "Service"]  # the group's Services do not depend on DP
     assert "vLLM config hash changed" in d.events[0].message
     w.step()
     assert sorted(w.pods) == ["g-0", "g-1"]
+    assert sorted(w.services) == services
+
+
+def test_services_the_plan_no_longer_has_are_pruned() -> None:
+    """Per-rank Services made by earlier builds (owned, labelled: the cache hands decide the group's own
+    children only) go; the planned ones stay and the running group is left alone."""
+    w = ready_world(dp=2)
+    planned = sorted(w.services)
+    template = copy.deepcopy(w.services[planned[0]])
+    for r in range(2):
+        stale = copy.deepcopy(template)
+        stale["metadata"]["name"] = f"g-rank-{r}"
+        stale["metadata"]["uid"] = f"stale-{r}"
+        w.services[f"g-rank-{r}"] = stale
+    d = w.step()
+    assert sorted((k, n, u) for k, n, u in d.delete) == [
+        ("Service", "g-rank-0", "stale-0"),
+        ("Service", "g-rank-1", "stale-1"),
+    ]
+    assert not d.apply and not d.restarted
+    assert sorted(w.services) == planned
+    assert w.cond(c.COND_READY)["status"] == "True"
 
 
 def test_label_change_applies_in_place() -> None:

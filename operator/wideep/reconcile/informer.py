@@ -1,6 +1,6 @@
 """List-then-watch of the operator's children (pods, Services), with a server-side label selector.
 
-kopf watches the ParallelDeployments; the children, which are many (1024 pods and 1027 Services for
+kopf watches the ParallelDeployments; the children, which are many (1024 pods for
 one DP=1024 group), are watched here: one JSON decode and a cache update per event, and only the
 objects labelled as managed by wideep are sent by the API server at all.
 """
