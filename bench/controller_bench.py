@@ -116,7 +116,7 @@ def pdep_doc(name: str, namespace: str, ranks: int) -> dict[str, Any]:
 
 def planned_objects(doc: dict[str, Any], owner_uid: str) -> list[dict[str, Any]]:
     """Exactly what the operator creates for ``doc``: ``plan()`` of the validated object, in the order
-    the operator issues them (Services, then pods)."""
+    the operator issues them (pods, then Services)."""
     from wideep.api.validate import validate_object
     from wideep.planning.planner import plan
 
@@ -125,7 +125,7 @@ def planned_objects(doc: dict[str, Any], owner_uid: str) -> list[dict[str, Any]]
         raise BenchError(f"bench spec is invalid: {verdict.errors}")
     verdict.obj.metadata["uid"] = owner_uid
     group = plan(verdict.obj, group_generation=1)
-    return [*group.services, *(p.body for p in group.pods)]
+    return [*(p.body for p in group.pods), *group.services]
 
 
 def planned_counts(n: int) -> dict[str, int]:
