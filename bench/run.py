@@ -267,9 +267,11 @@ async def run_cluster_benches(cluster: Any, args: argparse.Namespace, results: d
 def default_pairs(n: int) -> int:
     """Pairs of runs per N: a small group is done in ~0.15 s, where a few ms of scheduling noise move the
     ratio by 10% (per-pair ratios at N=8 spread from 0.7 to 2.0, and the median of 9 pairs of the same code
-    ranged 1.15-1.38 between runs), so it gets the most pairs (~18 s each); a 1024-rank pair takes ~3 minutes,
-    and one pair alone swings by 20-50% between runs on a small machine."""
-    return 21 if n <= 8 else 5 if n <= 64 else 2
+    ranged 1.15-1.38 between runs), so it gets the most pairs (~18 s each). At N=64 the per-pair Ready ratios
+    of one build spread from 0.74 to 1.50 and the median of 5 pairs ranged 1.04-1.35 over three runs, so 9
+    pairs there (~20 s each). A 1024-rank pair takes ~3 minutes, and one pair alone swings by 20-50% between
+    runs on a small machine."""
+    return 21 if n <= 8 else 9 if n <= 64 else 2
 
 
 def render_bench(reps: int, n: int = 1024) -> dict[str, Any]:
@@ -939,7 +941,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--reps",
         type=int,
         default=0,
-        help="pairs of runs per N, medians reported (default: 9 at N=8, 5 up to 64, then 2)",
+        help="pairs of runs per N, medians reported (default: 21 at N=8, 9 up to 64, then 2)",
     )
     p.add_argument(
         "--max-others",
@@ -1030,7 +1032,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": {},
         "baseline_ssa": {},
         "ratios": {},
-        "reps": args.reps or "9 at N=8, 5 up to 64, 2 above",
+        "reps": args.reps or "21 at N=8, 9 up to 64, 2 above",
         "max_others": args.max_others,
         "raw_name": "results-quick.json" if args.quick else "results.json",
         "title": "",
