@@ -28,6 +28,7 @@ from .controller_bench import (
     Observer,
     cleanup,
     cluster_pids,
+    kind_counts,
     loadavg,
     make_namespace,
     object_path,
@@ -70,10 +71,7 @@ async def baseline_case(b: Bench, n: int, *, ssa: bool = False) -> dict[str, Any
     else:
         bodies = [(object_path(o), json.dumps(o).encode()) for o in objects]
     pd_body = json.dumps(doc).encode()
-    res["planned"] = {
-        "pods": sum(o["kind"] == "Pod" for o in objects),
-        "services": sum(o["kind"] == "Service" for o in objects),
-    }
+    res["planned"] = kind_counts(objects)
     api = b.user
     assert api.concurrency == CONCURRENCY
     # Open connections, as many as requests in flight: the operator keeps that many open (--warm-connections).

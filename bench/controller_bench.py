@@ -128,12 +128,16 @@ def planned_objects(doc: dict[str, Any], owner_uid: str) -> list[dict[str, Any]]
     return [*(p.body for p in group.pods), *group.services]
 
 
-def planned_counts(n: int) -> dict[str, int]:
-    """How many pods and Services the bench spec with ``dataParallelSize = n`` plans (N pods, 3 Services)."""
-    objects = planned_objects(pdep_doc(PD_NAME, "bench", n), "00000000-0000-4000-8000-000000000000")
+def kind_counts(objects: list[dict[str, Any]]) -> dict[str, int]:
+    """{"pods": ..., "services": ...} of a list of planned objects."""
     return {
         k: sum(o["kind"] == kind for o in objects) for k, kind in (("pods", "Pod"), ("services", "Service"))
     }
+
+
+def planned_counts(n: int) -> dict[str, int]:
+    """How many pods and Services the bench spec with ``dataParallelSize = n`` plans (N pods, 3 Services)."""
+    return kind_counts(planned_objects(pdep_doc(PD_NAME, "bench", n), "00000000-0000-4000-8000-000000000000"))
 
 
 def object_path(obj: dict[str, Any]) -> str:

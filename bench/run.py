@@ -264,6 +264,11 @@ async def run_cluster_benches(cluster: Any, args: argparse.Namespace, results: d
         await user.close()
 
 
+def planned_total(run: dict[str, Any]) -> int:
+    """Pods plus Services the run's plan has."""
+    return sum(run["planned"].values())
+
+
 def default_pairs(n: int) -> int:
     """Pairs of runs per N: a small group is done in ~0.15 s, where a few ms of scheduling noise move the
     ratio by 10% (per-pair ratios at N=8 spread from 0.7 to 2.0, and the median of 9 pairs of the same code
@@ -410,7 +415,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         r = results["ratios"][str(n)]["created"]
         rows.append(
             row(
-                f"N={n}: apply → {sum(o['planned'].values())} objects created",
+                f"N={n}: apply → {planned_total(o)} objects created",
                 _fmt(o["t"]["created"]),
                 _fmt(bb["t"]["created"]),
                 f"{r:.2f}" if r else "-",
@@ -445,7 +450,7 @@ def table_rows(results: dict[str, Any]) -> list[Row]:
         )
     for n in results["sizes"]:
         o = op[str(n)]
-        planned = sum(o["planned"].values())
+        planned = planned_total(o)
         audited = creates_of(o["writes_audit"])
         metric = sum(
             o["writes_metrics"].get(k, 0)
@@ -626,7 +631,7 @@ def details(results: dict[str, Any]) -> str:
         wrows.append(
             (
                 n,
-                sum(o["planned"].values()),
+                planned_total(o),
                 _writes(o["writes_audit"]),
                 _writes(o["writes_metrics"]),
                 _writes(o["reads_audit"]),

@@ -194,7 +194,8 @@ def check_names(pdep: ParallelDeployment, g: GroupPlan) -> None:
             assert selected, "the HTTP Service selects no pod"
         else:
             assert n == f"{g.name}-ranks", n
-    # At most three Services whatever the size: per-rank addressing is the headless Service's pod DNS.
+    # Three Services whatever the size (two in the torchrun layout, which serves no HTTP): a rank is
+    # addressed by its pod's DNS name under the headless Service.
     assert len(svc_names) == (2 if g.layout == Layout.TORCHRUN else 3)
 
 
