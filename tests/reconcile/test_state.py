@@ -195,3 +195,70 @@ def test_no_readiness_entry_outlives_a_groups_pods() -> None:
     cache.put_child(ready_pod("g-0", "a", 1))
     cache.delete_child(ready_pod("g-0", "a", 2))
     assert cache._ready == {}
+
+
+def _bound(p: dict[str, Any]) -> dict[str, Any]:
+    p["status"] = {"phase": "Pending"}
+    return p
+
+
+@pytest.mark.parametrize(
+    ("event", "changed"),
+    [
+        (lambda cache: cache.put_child(ready_pod("g-0", "a", 2)), False),  # the watch's echo of our create
+        (lambda cache: cache.put_child(_bound(pod("g-0", "a", 2))), False),  # bound to a node
+        (lambda cache: cache.put_child(pod("g-0", "a", 2)), False),  # Running
+        (lambda cache: cache.put_child(pod("g-0", "a", 2, phase="Failed")), True),
+        (lambda cache: cache.put_child(ready_pod("g-0", "a", 2, deleting=True)), True),
+        (lambda cache: cache.put_child(pod("g-0", "a2", 2)), True),  # another pod under the name
+        (lambda cache: cache.put_child(pod("g-0", "a", 2, owner=None)), True),
+        (lambda cache: cache.put_child(pod("g-1", "b", 2)), True),  # a pod the reconciler did not make
+        (lambda cache: cache.delete_child(pod("g-0", "a", 2)), True),
+        (lambda cache: cache.replace_children("Pod", "ns", []), True),
+    ],
+    ids=[
+        "echo",
+        "bound",
+        "running",
+        "failed",
+        "terminating",
+        "new-uid",
+        "owner-removed",
+        "unknown-pod",
+        "deleted",
+        "relisted-away",
+    ],
+)
+def test_only_events_that_decide_acts_on_are_noted(event: Any, changed: bool) -> None:
+    cache = Cache()
+    cache.expected_pods[KEY] = 2
+    cache.put_child(ready_pod("g-0", "a", 1, ready=False), note=False)  # the answer to our own create
+    assert not cache.pop_changed(KEY)
+    event(cache)
+    assert cache.pop_changed(KEY) is changed
+    assert not cache.pop_changed(KEY)  # asked once
+
+
+def test_readiness_is_progress_until_it_completes_or_breaks_a_group() -> None:
+    cache = Cache()
+    cache.expected_pods[KEY] = 2
+    cache.put_child(ready_pod("g-0", "a", 1, ready=False), note=False)
+    cache.put_child(ready_pod("g-1", "b", 2, ready=False), note=False)
+    cache.put_child(ready_pod("g-0", "a", 3))
+    assert not cache.pop_changed(KEY) and not cache.pop_completed(KEY)  # one of two Ready: progress
+    cache.put_child(ready_pod("g-1", "b", 4))
+    assert cache.pop_completed(KEY)  # the last one: a completion, urgent
+    cache.put_child(ready_pod("g-1", "b", 5, ready=False))
+    assert cache.pop_changed(KEY)  # a Ready group lost a pod: Ready=False is written at once
+
+
+def test_a_service_event_is_always_noted() -> None:
+    cache = Cache()
+    svc = {
+        "kind": "Service",
+        "metadata": {**pod()["metadata"], "name": "g-http", "uid": "s1"},
+        "spec": {"selector": {}, "ports": []},
+    }
+    cache.put_child(svc, note=False)
+    cache.put_child({**svc, "metadata": {**svc["metadata"], "resourceVersion": "11"}})
+    assert cache.pop_changed(KEY)

@@ -59,8 +59,17 @@ async def start_informers(rt: Runtime) -> None:
 
     def notify(key: Key) -> None:
         urgent = rt.cache.pop_completed(key)  # this event made the group's last pod Ready: no pacing
-        if key in rt.cache.pdeps:
+        changed = rt.cache.pop_changed(key)
+        if key not in rt.cache.pdeps:
+            return
+        if urgent or changed:
             queue.add(key, urgent=urgent)
+        else:
+            # Progress only (a pod bound, Running, Ready while its group comes up): nothing to write but
+            # progress figures, which are written at most every status_progress_seconds anyway. One pass
+            # then takes in every such event meanwhile, instead of a pass per few events (a 256-rank group
+            # coming up made ~50 passes of O(N) each, CPU the API server, scheduler and kubelets lacked).
+            queue.add_after(key, rt.status_progress_seconds)
 
     scopes: list[str | None] = list(rt.namespaces) or [None]
     for ns in scopes:

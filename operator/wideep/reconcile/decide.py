@@ -111,6 +111,26 @@ def unschedulable_message(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def decision_facts(pod: dict[str, Any]) -> tuple[Any, ...]:
+    """What decide() acts on in a pod, beyond progress figures: which pod it is and whose (uid, owners), what
+    it was built from (labels, annotations: hashes, group generation), and the incidents (deleting, Failed,
+    restarted, unschedulable). Two versions of a pod with equal facts differ only in what the status reports
+    as progress (phase Pending/Running, node, readiness): decide() makes the same writes and events for both,
+    and statuses that differ by progress_only() (tests/reconcile/test_progress_events.py). Readiness that
+    completes or breaks a Ready group is not progress; the cache notes it apart (Cache._set_ready)."""
+    meta = pod["metadata"]
+    return (
+        meta.get("uid"),
+        meta.get("labels"),
+        meta.get("annotations"),
+        tuple(r.get("uid") for r in meta.get("ownerReferences") or []),
+        is_terminating(pod),
+        (pod.get("status") or {}).get("phase") == "Failed",
+        restart_count(pod),
+        unschedulable_message(pod) is not None,
+    )
+
+
 def failure_of(pod: dict[str, Any], now: dt.datetime, reason_if_missing: str) -> Failure:
     """The forensics of a failed pod: its failed container's termination state."""
     st = pod.get("status") or {}

@@ -232,7 +232,7 @@ class Reconciler:
                 if any(r.get("uid") == uid for r in p["metadata"].get("ownerReferences") or [])
             ]
             for p in pods:
-                self.cache.put_child(p)
+                self.cache.put_child(p, note=False)
             d = decide(pdep, verdict, pods, services, now, self._plan)
         if self._new_generation_deletes_pods(pdep, d) and d.status.get("lastGroupChange") == "Replaced":
             # Replacing a running group deletes it first: make sure the API server takes the new pods.
@@ -319,7 +319,7 @@ class Reconciler:
                 elif isinstance(res, BaseException):
                     raise res
                 else:
-                    self.cache.put_child(res)
+                    self.cache.put_child(res, note=False)
         status = d.status
         if d.fills_generation is not None and not errors:
             status["createdGeneration"] = d.fills_generation
@@ -434,7 +434,7 @@ class Reconciler:
             },
         ]
         self.metrics.api_writes.labels(f"patch/{obj['kind']}").inc()
-        self.cache.put_child(await self.kube.patch(obj, ops, "application/json-patch+json"))
+        self.cache.put_child(await self.kube.patch(obj, ops, "application/json-patch+json"), note=False)
 
     async def _event(
         self, pdep: dict[str, Any], reason: str, message: str, warning: bool, now: dt.datetime

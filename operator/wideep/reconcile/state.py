@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wideep.api import constants as c
-from wideep.reconcile.decide import pod_counts_ready
+from wideep.reconcile.decide import decision_facts, pod_counts_ready
 from wideep.reconcile.fields import needs_upgrade
 
 Key = tuple[str, str]  # (namespace, name) of a ParallelDeployment
@@ -109,6 +109,9 @@ class Cache:
         self._ready: dict[Key, set[str]] = {}
         self.expected_pods: dict[Key, int] = {}
         self._completed: set[Key] = set()
+        # Groups with a watch event since their last notice that decide() acts on (see note_change): the rest
+        # are progress figures, which the work queue may batch.
+        self._changed: set[Key] = set()
 
     def _bury(self, uid: str | None) -> None:
         if uid:
@@ -139,7 +142,8 @@ class Cache:
             del self.pdeps[key]
         return key
 
-    def _set_ready(self, key: Key, name: str, ready: bool) -> None:
+    def _set_ready(self, key: Key, name: str, ready: bool) -> bool:
+        """Record a pod's readiness; True when it broke a complete group (a Ready group lost a pod)."""
         names = self._ready.setdefault(key, set())
         before = len(names)
         if ready:
@@ -151,6 +155,7 @@ class Cache:
         expected = self.expected_pods.get(key)
         if expected and before < expected <= len(names):
             self._completed.add(key)
+        return expected is not None and len(names) < expected <= before
 
     def pop_completed(self, key: Key) -> bool:
         """Whether the latest pod event made every pod of the group's plan Ready (asked once)."""
@@ -159,34 +164,58 @@ class Cache:
             return True
         return False
 
+    def pop_changed(self, key: Key) -> bool:
+        """Whether a watch event since the last call changed what decide() acts on for the group: a pod that
+        appeared, vanished or changed its decision_facts(), a Service, or a Ready group losing a pod. Pod
+        events that only move progress figures (bound to a node, Running, Ready while the group comes up)
+        do not count (asked once)."""
+        if key in self._changed:
+            self._changed.discard(key)
+            return True
+        return False
+
     def forget(self, key: Key) -> None:
         """The group is gone: drop its completion bookkeeping (its children leave with their events)."""
         self.expected_pods.pop(key, None)
         self._completed.discard(key)
+        self._changed.discard(key)
 
-    def put_child(self, obj: dict[str, Any]) -> Key | None:
+    def put_child(self, obj: dict[str, Any], *, note: bool = True) -> Key | None:
+        """Cache a child. ``note``: a watch event or a list, which pop_changed() reports when it changes what
+        decide() acts on; False for the answers to the reconciler's own requests, which it has decided on."""
         kind = obj.get("kind") or "Pod"
         uid = obj["metadata"].get("uid")
         key = owner_key(obj)
         if key is None:
-            return self.delete_child(obj, bury=False)  # no longer ours (owner and label removed)
+            return self.delete_child(obj, bury=False, note=note)  # no longer ours (owner and label removed)
         bucket = self.children[kind].setdefault(key, {})
         name = obj["metadata"]["name"]
-        if not self._newer(obj, bucket.get(name)):
+        old = bucket.get(name)
+        if not self._newer(obj, old):
             return key
+        changed = kind != "Pod" or old is None
         if uid:
             where = self._where.get(uid)
             if where is not None and where != (kind, key, name):
                 self.children[where[0]].get(where[1], {}).pop(where[2], None)
+                changed = True
                 if where[0] == "Pod":
                     self._set_ready(where[1], where[2], False)
+                if note:
+                    self._changed.add(where[1])
             self._where[uid] = (kind, key, name)
         trimmed = bucket[name] = trim(obj)
         if kind == "Pod":
-            self._set_ready(key, name, pod_counts_ready(trimmed))  # as decide counts ready ranks
+            # as decide counts ready ranks
+            changed = self._set_ready(key, name, pod_counts_ready(trimmed)) or changed
+            if not changed:
+                assert old is not None
+                changed = decision_facts(old) != decision_facts(trimmed)
+        if note and changed:
+            self._changed.add(key)
         return key
 
-    def delete_child(self, obj: dict[str, Any], bury: bool = True) -> Key | None:
+    def delete_child(self, obj: dict[str, Any], bury: bool = True, *, note: bool = True) -> Key | None:
         kind = obj.get("kind") or "Pod"
         meta = obj["metadata"]
         uid = meta.get("uid")
@@ -201,6 +230,8 @@ class Cache:
         old = bucket.get(name)
         if old is not None and old["metadata"].get("uid") == uid:
             del bucket[name]
+            if note:
+                self._changed.add(key)
             if kind == "Pod":
                 self._set_ready(key, name, False)
                 if bury:
@@ -223,6 +254,7 @@ class Cache:
                     # the list's resourceVersion, so no late event of a truly deleted object follows.
                     self._where.pop(obj["metadata"].get("uid"), None)
                     del bucket[name]
+                    self._changed.add(key)
                     if kind == "Pod":
                         self._set_ready(key, name, False)
                         self.last_pod_gone[key] = time.monotonic()
