@@ -274,9 +274,10 @@ def default_pairs(n: int) -> int:
     ratio by 10% (per-pair ratios at N=8 spread from 0.7 to 2.0, and the median of 9 pairs of the same code
     ranged 1.15-1.38 between runs), so it gets the most pairs (~18 s each). At N=64 the per-pair Ready ratios
     of one build spread from 0.74 to 1.50 and the median of 5 pairs ranged 1.04-1.35 over three runs, so 9
-    pairs there (~20 s each). A 1024-rank pair takes ~3 minutes, and one pair alone swings by 20-50% between
-    runs on a small machine."""
-    return 21 if n <= 8 else 9 if n <= 64 else 2
+    pairs there (~20 s each). Above that one pair alone swings by 20-50% between runs on a small machine (the
+    two created ratios of one run at N=256 were 1.65 and 1.25; three other runs of that code gave 0.93, 1.24 and
+    0.89), and the median of two is their mean: 5 pairs at N=256 (~30 s each) and 3 at N=1024 (~3 minutes each), odd so the median is one pair's."""
+    return 21 if n <= 8 else 9 if n <= 64 else 5 if n <= 256 else 3
 
 
 def render_bench(reps: int, n: int = 1024) -> dict[str, Any]:
@@ -808,8 +809,9 @@ def breakdown(results: dict[str, Any]) -> str:
         "decision), its events, and the status writes made while the "
         "group comes up (at 1024 ranks one status write costs the API server about 0.24 s of CPU whatever the "
         "verb, so progress-only status writes are at most one per 2 s, a new group's first status waits until "
-        "the group is Ready or 2 s have passed, and passes of a large group are paced by their own CPU "
-        "cost). The longer a run's write window, the more of the scheduler's binding and "
+        "the group is Ready or 2 s have passed, pod events that only move progress figures (bound, Running, "
+        "Ready while the group comes up) are taken in by one pass per 2 s instead of a pass each, and passes "
+        "of a large group are paced by their own CPU cost). The longer a run's write window, the more of the scheduler's binding and "
         "kwok's status writes (which run at their own pace in both runs) fall inside it, so a gap in CPU "
         "grows in wall time. The reaction is the delay from the user's POST to the operator's first write "
         "(watch event, validation, plan, decision); both clients start with as many open connections as "
@@ -904,7 +906,8 @@ def write_markdown(
         "  controller-manager, scheduler and kwok (the controller-manager works through a deleted run for tens",
         "  of seconds at its 20 QPS). A warm-up baseline N=8 run is not recorded.",
         "- **Pairs and disturbance.** Each N runs baseline and operator as a pair "
-        f"({default_pairs(8)} pairs at N=8, {default_pairs(64)} up to N=64, {default_pairs(256)} above, alternating",
+        f"({default_pairs(8)} pairs at N=8, {default_pairs(64)} up to N=64, {default_pairs(256)} up to N=256, "
+        f"{default_pairs(1024)} above, alternating",
         "  which goes first). The machine is shared: the bench samples `/proc/stat` and counts the",
         "  CPU used by processes outside the bench cluster; a pair in which they took more than "
         f"{results.get('max_others', 0.15):.0%} of the",
@@ -946,7 +949,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--reps",
         type=int,
         default=0,
-        help="pairs of runs per N, medians reported (default: 21 at N=8, 9 up to 64, then 2)",
+        help="pairs of runs per N, medians reported (default: 21 at N=8, 9 up to 64, 5 up to 256, then 3)",
     )
     p.add_argument(
         "--max-others",
