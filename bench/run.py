@@ -270,14 +270,15 @@ def planned_total(run: dict[str, Any]) -> int:
 
 
 def default_pairs(n: int) -> int:
-    """Pairs of runs per N: a small group is done in ~0.15 s, where a few ms of scheduling noise move the
-    ratio by 10% (per-pair ratios at N=8 spread from 0.7 to 2.0, and the median of 9 pairs of the same code
-    ranged 1.15-1.38 between runs), so it gets the most pairs (~18 s each). At N=64 the per-pair Ready ratios
-    of one build spread from 0.74 to 1.50 and the median of 5 pairs ranged 1.04-1.35 over three runs, so 9
-    pairs there (~20 s each). Above that one pair alone swings by 20-50% between runs on a small machine (the
-    two created ratios of one run at N=256 were 1.65 and 1.25; three other runs of that code gave 0.93, 1.24 and
-    0.89), and the median of two is their mean: 5 pairs at N=256 (~30 s each) and 3 at N=1024 (~3 minutes each), odd so the median is one pair's."""
-    return 21 if n <= 8 else 9 if n <= 64 else 5 if n <= 256 else 3
+    """Pairs of runs per N. A small group is done in ~0.1 s, where a few ms of scheduling noise move a pair's
+    ratio by 10-50%: per-pair Ready ratios at N=8 spread from 0.7 to 2.0, and over five runs of 16-21 used
+    pairs the median ranged 1.18-1.31; at N=64 per-pair created ratios of one run spread from 0.43 to 1.63
+    (median of 9: 1.33; 1.24 in the run before). The spread of a median shrinks with the square root of the
+    pairs, and small pairs are cheap: 31 at N=8 (~13 s each), 15 at N=64 (~20 s each). Above that one pair
+    still swings by 20-50% between runs (the two created ratios of one run at N=256 were 1.65 and 1.25; three
+    other runs of that code gave 0.93, 1.24 and 0.89), and the median of two is their mean: 5 pairs at N=256
+    (~30 s each) and 3 at N=1024 (~75 s each), odd so the median is one pair's."""
+    return 31 if n <= 8 else 15 if n <= 64 else 5 if n <= 256 else 3
 
 
 def render_bench(reps: int, n: int = 1024) -> dict[str, Any]:
@@ -949,7 +950,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--reps",
         type=int,
         default=0,
-        help="pairs of runs per N, medians reported (default: 21 at N=8, 9 up to 64, 5 up to 256, then 3)",
+        help="pairs of runs per N, medians reported (default: 31 at N=8, 15 up to 64, 5 up to 256, then 3)",
     )
     p.add_argument(
         "--max-others",

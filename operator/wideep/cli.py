@@ -181,7 +181,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=2.0,
         help="a group coming up writes its status (ready counts; a new group's first status) at most this "
-        "often; any other change is written at once",
+        "often, and the pod events behind those counts are taken in by one reconcile per period; any other "
+        "change is acted on and written at once (0: every event at once)",
     )
     p.add_argument("--workers", type=int, default=16, help="ParallelDeployments reconciled at once")
     p.add_argument("--concurrency", type=int, default=64, help="API calls in flight at once")
