@@ -109,7 +109,7 @@ class Cache:
         self._ready: dict[Key, set[str]] = {}
         self.expected_pods: dict[Key, int] = {}
         self._completed: set[Key] = set()
-        # Groups with a watch event since their last notice that decide() acts on (see note_change): the rest
+        # Groups with a watch event since their last notice that decide() acts on (see pop_changed): the rest
         # are progress figures, which the work queue may batch.
         self._changed: set[Key] = set()
 
