@@ -32,6 +32,22 @@ def make_pdep(dp: int = 4, generation: int = 1, **restart: Any) -> dict[str, Any
     }
 
 
+def make_unschedulable(pod: dict[str, Any]) -> None:
+    """The scheduler's verdict on a pod that does not fit: unbound, PodScheduled=False Unschedulable."""
+    pod["spec"].pop("nodeName", None)
+    pod["status"] = {
+        "phase": "Pending",
+        "conditions": [
+            {
+                "type": "PodScheduled",
+                "status": "False",
+                "reason": "Unschedulable",
+                "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
+            }
+        ],
+    }
+
+
 class World:
     """A tiny simulated cluster: applies create pods, deletes remove them, statuses are set by hand."""
 
@@ -337,18 +353,7 @@ def test_unschedulable_ranks_report_capacity_without_restart() -> None:
     w = World(make_pdep(4))
     w.step()
     w.run_all()
-    w.pods["g-3"]["spec"].pop("nodeName")
-    w.pods["g-3"]["status"] = {
-        "phase": "Pending",
-        "conditions": [
-            {
-                "type": "PodScheduled",
-                "status": "False",
-                "reason": "Unschedulable",
-                "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
-            }
-        ],
-    }
+    make_unschedulable(w.pods["g-3"])
     d = w.step()
     assert not d.restarted and d.delete == []
     prog = w.cond(c.COND_PROGRESSING)

@@ -16,7 +16,7 @@ from wideep.reconcile.decide import Decision, decide, decision_facts, pod_counts
 from wideep.reconcile.reconciler import progress_only
 from wideep.reconcile.state import trim
 
-from .test_decide import World, make_pdep
+from .test_decide import World, make_pdep, make_unschedulable
 
 MUTATIONS = (
     # progress figures
@@ -64,18 +64,7 @@ def mutate(pod: dict[str, Any], what: str) -> None:
     elif what == "terminating":
         meta["deletionTimestamp"] = "2026-11-27T12:00:30Z"
     elif what == "unschedulable":
-        spec.pop("nodeName", None)
-        pod["status"] = {
-            "phase": "Pending",
-            "conditions": [
-                {
-                    "type": "PodScheduled",
-                    "status": "False",
-                    "reason": "Unschedulable",
-                    "message": "0/4 nodes are available: 4 Insufficient nvidia.com/gpu.",
-                }
-            ],
-        }
+        make_unschedulable(pod)
     elif what == "template-label":
         meta["labels"] = {**meta["labels"], c.LABEL_TEMPLATE_HASH: "edited"}
     elif what == "generation-annotation":
