@@ -14,7 +14,7 @@ import gc
 import logging
 import threading
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import kopf
 from prometheus_client import start_http_server
@@ -30,6 +30,23 @@ log = logging.getLogger("wideep.operator")
 
 WORKERS = 16
 CONCURRENCY = 64
+
+
+class NoDiffBase(kopf.DiffBaseStorage):
+    """No diff base: kopf keeps one for its change-detecting handlers (on.create/update/resume/delete) and
+    their per-field diffs; wideep registers event handlers only, which never see a diff (handlers_have_no_diff
+    in the tests). kopf's default built one for every ParallelDeployment watch event anyway, from two deep
+    copies of the whole object, managed fields and status included: ~0.7 ms of the ~1 ms between an event's
+    arrival and on_pdep, on the path from a user's apply to the first pod create (bench trace, N=8)."""
+
+    def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
+        return cast(kopf.BodyEssence, {})
+
+    def fetch(self, *, body: kopf.Body) -> kopf.BodyEssence | None:
+        return None
+
+    def store(self, *, body: kopf.Body, patch: kopf.Patch, essence: kopf.BodyEssence) -> None:
+        return None
 
 
 @dataclasses.dataclass
@@ -116,6 +133,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         settings.watching.connect_timeout = 10
         settings.networking.request_timeout = 60
         settings.batching.worker_limit = None
+        settings.persistence.diffbase_storage = NoDiffBase()
         rt.kube = KubeClient(
             rt.creds, concurrency=rt.concurrency, on_connection=rt.metrics.api_connections.inc
         )
