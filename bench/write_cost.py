@@ -9,7 +9,10 @@ Starts its own local control plane (4 fake nodes), then
   and wall time;
 - creates one ParallelDeployment per size and writes a status with that many rank entries ``reps`` times
   with server-side apply (the operator's verb) and with a JSON merge patch; baseline: a status without rank
-  entries on the same API server.
+  entries on the same API server;
+- for an 8-rank group, where one status write's API-server time goes: the shipped CRD against copies of it
+  (other API groups) without its CEL rules, without its status schema, and without any schema, and a
+  ConfigMap merge patch (a small object with no schema to check).
 Writes ``bench/results/write_cost.md``.
 """
 
@@ -24,10 +27,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
+import yaml
 
 from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster, state_root
-from wideep.reconcile.kube import KubeClient, load_credentials, resource_path
+from wideep.reconcile.kube import KubeClient, KubeError, load_credentials, resource_path
 
 from .controller_bench import cpu_seconds, pdep_doc, planned_objects
 from .run import install_crd
@@ -128,6 +132,123 @@ async def measure(cluster: LocalCluster, sizes: list[int], reps: int) -> list[di
     return rows
 
 
+SMALL_N = 8
+# (label, variant): copies of the shipped CRD in their own API groups, each cut down by one thing.
+VARIANTS = (
+    ("ParallelDeployment, CRD as shipped", ""),
+    ("the same without its CEL rules", "nocel"),
+    ("the same without its status schema", "nostatus"),
+    ("the same without any schema or CEL rule", "bare"),
+)
+CRD_FILE = ROOT / "crds" / "paralleldeployments.wideep.dev.yaml"
+
+
+def _strip_rules(node: Any) -> None:
+    if isinstance(node, dict):
+        node.pop("x-kubernetes-validations", None)
+        for v in node.values():
+            _strip_rules(v)
+    elif isinstance(node, list):
+        for v in node:
+            _strip_rules(v)
+
+
+def crd_variant(variant: str) -> dict[str, Any]:
+    crd: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text())
+    group = f"{variant}.write-cost.wideep.dev"
+    crd["metadata"] = {"name": f"{c.PLURAL}.{group}"}
+    crd["spec"]["group"] = group
+    schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
+    free = {"type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    if variant in ("nocel", "bare"):
+        _strip_rules(schema)
+    if variant in ("nostatus", "bare"):
+        schema["properties"]["status"] = dict(free)
+    if variant == "bare":
+        schema["properties"]["spec"] = dict(free)
+    return crd
+
+
+async def measure_small(cluster: LocalCluster, reps: int) -> list[dict[str, Any]]:
+    """One status write of an 8-rank group (server-side apply, as the operator writes it) per CRD variant,
+    and a ConfigMap merge patch; blocks of ``reps`` writes, 3 rounds in rotating order."""
+    ns = "small-writes"
+    make_namespace(cluster, ns)
+    for variant in (v for _, v in VARIANTS if v):
+        proc = cluster.kubectl(
+            "apply", "--server-side", "-f", "-", input=yaml.safe_dump(crd_variant(variant))
+        )
+        if proc.returncode != 0:
+            raise RuntimeError(f"CRD variant {variant}: {proc.stderr}")
+    kube = KubeClient(load_credentials(), concurrency=4)
+    api_pid = cluster.pids()["kube-apiserver"]
+    paths: dict[str, str] = {}
+    try:
+        for label, variant in VARIANTS:
+            group = f"{variant}.write-cost.wideep.dev" if variant else c.GROUP
+            doc = pdep_doc("g", ns, SMALL_N)
+            doc["apiVersion"] = f"{group}/{c.VERSION}"
+            base = f"/apis/{group}/{c.VERSION}/namespaces/{ns}/{c.PLURAL}"
+            for _ in range(120):  # a new CRD is served a moment after it is established
+                try:
+                    await kube.request("POST", base, body=doc)
+                    break
+                except KubeError as exc:
+                    if exc.status not in (404, 429, 503):  # not yet served
+                        raise
+                    await asyncio.sleep(0.5)
+            else:
+                raise RuntimeError(f"{group} not served")
+            paths[label] = f"{base}/g/status"
+        cm = "ConfigMap merge patch (no schema)"
+        await kube.request(
+            "POST",
+            f"/api/v1/namespaces/{ns}/configmaps",
+            body={"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "g"}, "data": {"k": "0"}},
+        )
+        labels = [label for label, _ in VARIANTS] + [cm]
+        per: dict[str, list[tuple[float, float]]] = {}
+        count = 0
+        for round_ in range(3):
+            for label in labels[round_:] + labels[:round_]:
+                c0, t0 = api_cpu(api_pid), time.perf_counter()
+                for _ in range(reps):
+                    count += 1
+                    if label == cm:
+                        await kube.request(
+                            "PATCH",
+                            f"/api/v1/namespaces/{ns}/configmaps/g",
+                            body={"data": {"k": str(count)}},
+                            content_type="application/merge-patch+json",
+                        )
+                        continue
+                    body = {
+                        "apiVersion": paths[label].split("/namespaces/")[0].removeprefix("/apis/"),
+                        "kind": c.KIND,
+                        "metadata": {"name": "g", "namespace": ns},
+                        "status": {**status(SMALL_N, SMALL_N), "observedGeneration": count},
+                    }
+                    await kube.request(
+                        "PATCH",
+                        paths[label],
+                        params={"fieldManager": c.FIELD_MANAGER, "force": "true"},
+                        body=body,
+                        content_type="application/apply-patch+yaml",
+                    )
+                per.setdefault(label, []).append(
+                    ((api_cpu(api_pid) - c0) / reps, (time.perf_counter() - t0) / reps)
+                )
+    finally:
+        await kube.close()
+    rows = []
+    for label in labels:
+        cpu = statistics.median(x[0] for x in per[label])
+        wall = statistics.median(x[1] for x in per[label])
+        rows.append({"what": label, "cpu_ms": cpu * 1000, "wall_ms": wall * 1000})
+        print(f"{label}: API-server CPU {cpu * 1000:.1f} ms/write, wall {wall * 1000:.1f} ms", flush=True)
+    return rows
+
+
 async def measure_creates(cluster: LocalCluster, n: int) -> list[dict[str, Any]]:
     kube = KubeClient(load_credentials(), concurrency=64)
     api_pid = cluster.pids()["kube-apiserver"]
@@ -184,6 +305,7 @@ def main() -> int:
     p.add_argument(
         "--objects", type=int, default=1024, help="DP size of the plan whose pods and Services are created"
     )
+    p.add_argument("--small-reps", type=int, default=100, help="writes per block of the 8-rank comparison")
     args = p.parse_args()
     cluster = LocalCluster(state_root() / "bench-write-cost", nodes=4, gpus_per_node=8, verbose=False)
     cluster.start()
@@ -192,6 +314,7 @@ def main() -> int:
         install_crd(cluster)
         creates = asyncio.run(measure_creates(cluster, args.objects))
         rows = asyncio.run(measure(cluster, args.sizes, args.reps))
+        small = asyncio.run(measure_small(cluster, args.small_reps))
     finally:
         cluster.stop()
     lines = [
@@ -223,6 +346,25 @@ def main() -> int:
             f"| {r['n']} | {r['verb']} | {r['bytes'] / 1024:.0f} KiB | {r['cpu_ms']:.0f} ms | {r['wall_ms']:.0f} ms | "
             f"{r['base_cpu_ms']:.0f} ms | {r['ratio']:.1f} |"
         )
+    first = small[0]
+    lines += [
+        "",
+        f"## Where one status write of an {SMALL_N}-rank group goes",
+        "",
+        f"Server-side apply of an {SMALL_N}-rank status (the operator's write when a group becomes Ready) to the "
+        "shipped CRD and to copies of it in other API groups, each without one part; a ConfigMap merge patch "
+        "for a small object with no schema. Median of 3 rounds of "
+        f"{args.small_reps} writes one at a time, in rotating order. The API server validates the whole object "
+        "(spec too, with every CEL rule) on every status write.",
+        "",
+        "| write | API-server CPU / write | wall / write | CPU vs shipped CRD |",
+        "|---|---|---|---|",
+        *(
+            f"| {r['what']} | {r['cpu_ms']:.1f} ms | {r['wall_ms']:.1f} ms | "
+            f"{r['cpu_ms'] / first['cpu_ms']:.2f} |"
+            for r in small
+        ),
+    ]
     out = ROOT / "bench" / "results" / "write_cost.md"
     out.write_text("\n".join(lines) + "\n")
     print(f"wrote {out}")
