@@ -36,8 +36,9 @@ class NoDiffBase(kopf.DiffBaseStorage):
     """No diff base: kopf keeps one for its change-detecting handlers (on.create/update/resume/delete) and
     their per-field diffs; wideep registers event handlers only, which never see a diff (handlers_have_no_diff
     in the tests). kopf's default built one for every ParallelDeployment watch event anyway, from two deep
-    copies of the whole object, managed fields and status included: ~0.7 ms of the ~1 ms between an event's
-    arrival and on_pdep, on the path from a user's apply to the first pod create (bench trace, N=8)."""
+    copies of the whole object, managed fields and status included: 0.36 ms of the 1.0 ms between an event's
+    arrival and on_pdep at 8 ranks (on the path from a user's apply to the first pod create), ~6 ms of CPU per
+    event at 1024 ranks, whose status is ~150 kB."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         return cast(kopf.BodyEssence, {})
