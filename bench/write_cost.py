@@ -31,7 +31,7 @@ import yaml
 
 from wideep.api import constants as c
 from wideep.devcluster.cluster import LocalCluster, state_root
-from wideep.reconcile.kube import KubeClient, KubeError, load_credentials, resource_path
+from wideep.reconcile.kube import KubeClient, load_credentials, resource_path
 
 from .controller_bench import cpu_seconds, pdep_doc, planned_objects
 from .run import install_crd
@@ -153,9 +153,14 @@ def _strip_rules(node: Any) -> None:
             _strip_rules(v)
 
 
+def variant_group(variant: str) -> str:
+    """The API group of a CRD variant; the shipped one for ``""``."""
+    return f"{variant}.write-cost.wideep.dev" if variant else c.GROUP
+
+
 def crd_variant(variant: str) -> dict[str, Any]:
     crd: dict[str, Any] = yaml.safe_load(CRD_FILE.read_text())
-    group = f"{variant}.write-cost.wideep.dev"
+    group = variant_group(variant)
     crd["metadata"] = {"name": f"{c.PLURAL}.{group}"}
     crd["spec"]["group"] = group
     schema = crd["spec"]["versions"][0]["schema"]["openAPIV3Schema"]
@@ -180,26 +185,19 @@ async def measure_small(cluster: LocalCluster, reps: int) -> list[dict[str, Any]
         )
         if proc.returncode != 0:
             raise RuntimeError(f"CRD variant {variant}: {proc.stderr}")
+        group = variant_group(variant)
+        cluster.wait_for(  # a new CRD is served a moment after it is established
+            f"{group} served",
+            lambda group=group: cluster.request("GET", f"/apis/{group}/{c.VERSION}/{c.PLURAL}")[0] == 200,
+        )
     kube = KubeClient(load_credentials(), concurrency=4)
     api_pid = cluster.pids()["kube-apiserver"]
-    paths: dict[str, str] = {}
+    api_versions: dict[str, str] = {}  # label -> apiVersion of its ParallelDeployment
     try:
         for label, variant in VARIANTS:
-            group = f"{variant}.write-cost.wideep.dev" if variant else c.GROUP
             doc = pdep_doc("g", ns, SMALL_N)
-            doc["apiVersion"] = f"{group}/{c.VERSION}"
-            base = f"/apis/{group}/{c.VERSION}/namespaces/{ns}/{c.PLURAL}"
-            for _ in range(120):  # a new CRD is served a moment after it is established
-                try:
-                    await kube.request("POST", base, body=doc)
-                    break
-                except KubeError as exc:
-                    if exc.status not in (404, 429, 503):  # not yet served
-                        raise
-                    await asyncio.sleep(0.5)
-            else:
-                raise RuntimeError(f"{group} not served")
-            paths[label] = f"{base}/g/status"
+            doc["apiVersion"] = api_versions[label] = f"{variant_group(variant)}/{c.VERSION}"
+            await kube.request("POST", f"/apis/{doc['apiVersion']}/namespaces/{ns}/{c.PLURAL}", body=doc)
         cm = "ConfigMap merge patch (no schema)"
         await kube.request(
             "POST",
@@ -223,14 +221,14 @@ async def measure_small(cluster: LocalCluster, reps: int) -> list[dict[str, Any]
                         )
                         continue
                     body = {
-                        "apiVersion": paths[label].split("/namespaces/")[0].removeprefix("/apis/"),
+                        "apiVersion": api_versions[label],
                         "kind": c.KIND,
                         "metadata": {"name": "g", "namespace": ns},
                         "status": {**status(SMALL_N, SMALL_N), "observedGeneration": count},
                     }
                     await kube.request(
                         "PATCH",
-                        paths[label],
+                        f"/apis/{api_versions[label]}/namespaces/{ns}/{c.PLURAL}/g/status",
                         params={"fieldManager": c.FIELD_MANAGER, "force": "true"},
                         body=body,
                         content_type="application/apply-patch+yaml",

@@ -87,6 +87,13 @@ def owner_key(obj: dict[str, Any]) -> Key | None:
     return (ns, name) if name else None
 
 
+def _take(keys: set[Key], key: Key) -> bool:
+    """Whether ``key`` is in ``keys``, removing it: a flag that is asked once."""
+    present = key in keys
+    keys.discard(key)
+    return present
+
+
 class Cache:
     """Latest known version of every ParallelDeployment and of every object they own.
 
@@ -159,20 +166,14 @@ class Cache:
 
     def pop_completed(self, key: Key) -> bool:
         """Whether the latest pod event made every pod of the group's plan Ready (asked once)."""
-        if key in self._completed:
-            self._completed.discard(key)
-            return True
-        return False
+        return _take(self._completed, key)
 
     def pop_changed(self, key: Key) -> bool:
         """Whether a watch event since the last call changed what decide() acts on for the group: a pod that
         appeared, vanished or changed its decision_facts(), a Service, or a Ready group losing a pod. Pod
         events that only move progress figures (bound to a node, Running, Ready while the group comes up)
         do not count (asked once)."""
-        if key in self._changed:
-            self._changed.discard(key)
-            return True
-        return False
+        return _take(self._changed, key)
 
     def forget(self, key: Key) -> None:
         """The group is gone: drop its completion bookkeeping (its children leave with their events)."""
