@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,6 +157,60 @@ def test_deleted_rank_pod_recreates_group(kube: Kube, operator: Operator, namesp
     obj = kube.get_pdep(namespace, "del")
     assert obj is not None and obj["status"]["groupRestarts"] == 1
     assert obj["status"]["ranks"][1]["lastFailure"]["reason"] == "Deleted"
+
+
+def test_rank_pod_moved_to_another_group_restarts_the_group_it_left(
+    cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """Someone points a rank pod's controller ownerReference at another group. The group it left lost a rank
+    and restarts at once, not at its next resync (10 minutes here); the group it was given deletes the pod,
+    which is not in its plan."""
+    op = Operator(cluster, [namespace], tmp_path, extra=["--resync-seconds", "600"]).start()
+    try:
+        kube.apply(pdep("left", namespace, dp=2))
+        kube.apply(pdep("given", namespace, dp=2))
+        kube.wait_ready(namespace, "left")
+        kube.wait_ready(namespace, "given")
+        left, given = kube.get_pdep(namespace, "left"), kube.get_pdep(namespace, "given")
+        assert left is not None and given is not None
+        ref = {
+            "apiVersion": c.API_VERSION,
+            "kind": c.KIND,
+            "name": "given",
+            "uid": given["metadata"]["uid"],
+            "controller": True,
+            "blockOwnerDeletion": True,
+        }
+        moved = kube.cluster.api(
+            "PATCH",
+            f"/api/v1/namespaces/{namespace}/pods/left-1",
+            {"metadata": {"ownerReferences": [ref]}},
+            content_type="application/merge-patch+json",
+        )
+
+        def owned_by(owner: dict[str, Any]) -> set[str]:
+            return {
+                p["metadata"]["name"]
+                for p in kube.cluster.api("GET", f"/api/v1/namespaces/{namespace}/pods")["items"]
+                if not p["metadata"].get("deletionTimestamp")
+                and any(r["uid"] == owner["metadata"]["uid"] for r in p["metadata"]["ownerReferences"])
+            }
+
+        wait_until(
+            "the group that lost a rank restarted and Ready",
+            lambda: (
+                owned_by(left) == {"left-0", "left-1"}
+                and (kube.get_pdep(namespace, "left") or {}).get("status", {}).get("groupRestarts") == 1
+                and kube.is_ready(namespace, "left")
+            ),
+            timeout=30,
+        )
+        wait_until("the group given the pod deleted it", lambda: owned_by(given) == {"given-0", "given-1"})
+        assert moved["metadata"]["uid"] not in uids(kube.pods(namespace))
+        assert kube.is_ready(namespace, "given")
+    finally:
+        op.stop()
+        kube.delete_all(namespace)
 
 
 def recorded_before_first_delete(pdeps: Watcher, pods: Watcher, group_generation: int) -> bool:

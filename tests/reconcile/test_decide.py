@@ -10,7 +10,7 @@ import pytest
 
 from wideep.api import constants as c
 from wideep.api.validate import validate_object
-from wideep.reconcile.decide import Decision, backoff_seconds, decide, iso
+from wideep.reconcile.decide import Decision, backoff_seconds, decide, is_rank_pod_name, iso
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.UTC)
 
@@ -227,6 +227,38 @@ def test_deleted_pod_after_creation_is_an_incident_but_not_before() -> None:
     d = w.step()
     assert d.restarted
     assert w.pdep["status"]["ranks"][3]["lastFailure"]["reason"] == "Deleted"
+
+
+def test_a_pod_someone_else_made_ours_is_deleted_without_touching_the_group() -> None:
+    """Another group's rank pod whose ownerReference someone pointed at this group: not a planned name, so
+    it is deleted, and the running group is neither replaced nor restarted."""
+    w = ready_world()
+    status = copy.deepcopy(w.pdep["status"])
+    stray = copy.deepcopy(w.pods["g-1"])
+    stray["metadata"].update(name="other-1", uid="stray")
+    stray["metadata"]["labels"][c.LABEL_TEMPLATE_HASH] = "elsewhere"
+    w.pods["other-1"] = stray
+    d = w.step(30)
+    assert d.delete == [("Pod", "other-1", "stray")]
+    assert d.apply == [] and d.events == [] and not d.restarted
+    assert d.status == status
+
+
+@pytest.mark.parametrize(
+    ("pod", "ours"),
+    [
+        ("g-0", True),
+        ("g-17", True),
+        ("g-01", False),
+        ("g-", False),
+        ("g-1-0", False),
+        ("gg-1", False),
+        ("g-\u0663", False),
+        ("h-1", False),
+    ],
+)
+def test_rank_pod_names(pod: str, ours: bool) -> None:
+    assert is_rank_pod_name("g", pod) is ours
 
 
 def test_template_change_replaces_group_and_resets_budget() -> None:

@@ -76,6 +76,32 @@ def test_owner_reference_wins_over_an_edited_label() -> None:
     assert names(cache, ("ns", "someone-else")) == {}
 
 
+def test_a_pod_moved_to_another_owner_concerns_both_groups() -> None:
+    """Someone points a rank pod's ownerReference at another group: the group it left lost a rank and must
+    hear of it now (the informer notifies every group put_child names), not at its next resync."""
+    cache = Cache()
+    other = ("ns", "h")
+    cache.expected_pods[KEY] = 1
+    assert cache.put_child(ready_pod("g-0", "a", 1)) == [KEY]
+    assert cache.pop_completed(KEY)
+    cache.pop_changed(KEY)
+    moved = ready_pod("g-0", "a", 2)
+    moved["metadata"]["ownerReferences"][0].update(name="h", uid="uid-h")
+    assert cache.put_child(moved) == [KEY, other]
+    assert names(cache) == {}
+    assert names(cache, other) == {"g-0": "a"}
+    assert cache.pop_changed(KEY) and cache.pop_changed(other)
+    assert cache._ready.get(KEY) is None  # it no longer counts towards g's ready ranks
+    assert cache.put_child(moved) == [other]  # a later event of the moved pod concerns its new owner only
+
+
+def test_a_relist_that_finds_a_pod_under_another_owner_touches_both_groups() -> None:
+    cache = Cache()
+    cache.put_child(pod(name="g-0", uid="u1", rv=10))
+    moved = pod(name="g-0", uid="u1", rv=12, owner="h")
+    assert cache.replace_children("Pod", "ns", [moved]) == {KEY, ("ns", "h")}
+
+
 def test_object_without_owner_or_label_leaves_the_cache() -> None:
     cache = Cache()
     cache.put_child(pod(rv=10))

@@ -75,6 +75,12 @@ def pod_generation(pod: dict[str, Any]) -> int:
         return 0
 
 
+def is_rank_pod_name(group: str, pod: str) -> bool:
+    """Whether ``pod`` is a name the planner gives a rank pod of ``group`` (planner.pod_name)."""
+    index = pod[len(group) + 1 :] if pod.startswith(group + "-") else ""
+    return index.isascii() and index.isdigit() and str(int(index)) == index
+
+
 def is_terminating(pod: dict[str, Any]) -> bool:
     return bool(pod["metadata"].get("deletionTimestamp"))
 
@@ -339,6 +345,11 @@ def decide(
     tpl_label = the_plan.template_hash[:HASH_LABEL_CHARS]
     cfg_label = the_plan.config_hash[:HASH_LABEL_CHARS]
 
+    # A pod this group cannot have made (its name is none of <name>-<index>) carries its ownerReference only
+    # because someone pointed it here: it is deleted, and is neither a rank failure nor a change of the group.
+    foreign = [p for p in pods if not is_rank_pod_name(meta["name"], p["metadata"]["name"])]
+    if foreign:
+        pods = [p for p in pods if is_rank_pod_name(meta["name"], p["metadata"]["name"])]
     current = [p for p in pods if pod_generation(p) == gen]
     # Terminating pods count too: their labels still say what they were built from. A spec change whose
     # deletes were sent by an operator that died before recording it is a replacement, not a rank failure.
@@ -465,7 +476,7 @@ def decide(
         for p in pods
         if pod_generation(p) < gen or (pod_generation(p) == gen and p["metadata"]["name"] not in desired)
     ]
-    for p in old:
+    for p in old + foreign:
         if not is_terminating(p):
             d.delete.append(("Pod", p["metadata"]["name"], p["metadata"]["uid"]))
     by_name_current = {

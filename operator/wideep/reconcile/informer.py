@@ -70,8 +70,12 @@ class Informer:
                         # Keep it (the reconciler puts the label back); taking it for deleted would
                         # restart a healthy group.
                         typ = "MODIFIED"
-                    key = self.cache.delete_child(obj) if typ == "DELETED" else self.cache.put_child(obj)
-                    if key is not None:
+                    if typ == "DELETED":
+                        gone = self.cache.delete_child(obj)
+                        concerned = [] if gone is None else [gone]
+                    else:
+                        concerned = self.cache.put_child(obj)
+                    for key in concerned:
                         self.notify(key)
                 backoff = 0.5
             except asyncio.CancelledError:

@@ -181,19 +181,23 @@ class Cache:
         self._completed.discard(key)
         self._changed.discard(key)
 
-    def put_child(self, obj: dict[str, Any], *, note: bool = True) -> Key | None:
-        """Cache a child. ``note``: a watch event or a list, which pop_changed() reports when it changes what
-        decide() acts on; False for the answers to the reconciler's own requests, which it has decided on."""
+    def put_child(self, obj: dict[str, Any], *, note: bool = True) -> list[Key]:
+        """Cache a child; returns the groups it concerns: its owner, and first the group it was cached under
+        until now if its owner changed (someone edited the ownerReference or label: that group lost a rank).
+        ``note``: a watch event or a list, which pop_changed() reports when it changes what decide() acts on;
+        False for the answers to the reconciler's own requests, which it has decided on."""
         kind = obj.get("kind") or "Pod"
         uid = obj["metadata"].get("uid")
         key = owner_key(obj)
         if key is None:
-            return self.delete_child(obj, bury=False, note=note)  # no longer ours (owner and label removed)
+            gone = self.delete_child(obj, bury=False, note=note)  # no longer ours (owner and label removed)
+            return [] if gone is None else [gone]
         bucket = self.children[kind].setdefault(key, {})
         name = obj["metadata"]["name"]
         old = bucket.get(name)
         if not self._newer(obj, old):
-            return key
+            return [key]
+        concerned = [key]
         changed = kind != "Pod" or old is None
         if uid:
             where = self._where.get(uid)
@@ -204,6 +208,8 @@ class Cache:
                     self._set_ready(where[1], where[2], False)
                 if note:
                     self._changed.add(where[1])
+                if where[1] != key:
+                    concerned.insert(0, where[1])
             self._where[uid] = (kind, key, name)
         trimmed = bucket[name] = trim(obj)
         if kind == "Pod":
@@ -214,7 +220,7 @@ class Cache:
                 changed = decision_facts(old) != decision_facts(trimmed)
         if note and changed:
             self._changed.add(key)
-        return key
+        return concerned
 
     def delete_child(self, obj: dict[str, Any], bury: bool = True, *, note: bool = True) -> Key | None:
         kind = obj.get("kind") or "Pod"
@@ -262,9 +268,7 @@ class Cache:
                     touched.add(key)
         for obj in items:
             obj.setdefault("kind", kind)
-            owner = self.put_child(obj)
-            if owner is not None:
-                touched.add(owner)
+            touched.update(self.put_child(obj))
         return touched
 
     def started(self) -> None:
