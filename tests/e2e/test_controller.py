@@ -16,7 +16,18 @@ from wideep.api.validate import validate_object
 from wideep.devcluster.cluster import LocalCluster
 from wideep.planning.planner import plan
 
-from .support import PDEPS, Kube, Operator, Watcher, example, pdep, uids, wait_until
+from .support import (
+    PDEPS,
+    Kube,
+    Operator,
+    Watcher,
+    create_namespace,
+    delete_namespace,
+    example,
+    pdep,
+    uids,
+    wait_until,
+)
 
 EXAMPLES = {
     "deepseek-v3-wide-ep.yaml": 16,
@@ -211,6 +222,25 @@ def test_rank_pod_moved_to_another_group_restarts_the_group_it_left(
     finally:
         op.stop()
         kube.delete_all(namespace)
+
+
+def test_watches_never_take_the_connections_of_api_calls(
+    cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """Every watched namespace holds two watch streams open (pods, Services). With more streams than API calls
+    allowed in flight (here 3 namespaces, 6 streams, --concurrency 4), a watch must not hold a connection
+    that an API call waits for: the operator still creates and reports the group."""
+    others = [create_namespace(cluster) for _ in range(2)]
+    op = Operator(cluster, [namespace, *others], tmp_path, extra=["--concurrency", "4"]).start()
+    try:
+        kube.apply(pdep("few", namespace, dp=8))
+        kube.wait_ready(namespace, "few", timeout=30)
+        assert len(kube.live_pods(namespace, "few")) == 8
+    finally:
+        op.stop()
+        kube.delete_all(namespace)
+        for ns in others:
+            delete_namespace(cluster, ns)
 
 
 def recorded_before_first_delete(pdeps: Watcher, pods: Watcher, group_generation: int) -> bool:

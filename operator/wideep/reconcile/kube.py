@@ -168,8 +168,11 @@ class KubeClient:
 
     def _get_session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
+            # No connection limit: API calls are bounded by the semaphore, and every watch stream holds a
+            # connection of its own for minutes (two per watched namespace). A shared limit let the watches of
+            # many namespaces take every connection and stall all API calls.
             conn = aiohttp.TCPConnector(
-                ssl=self.creds.ssl_context(), limit=self._concurrency, keepalive_timeout=KEEPALIVE_SECONDS
+                ssl=self.creds.ssl_context(), limit=0, keepalive_timeout=KEEPALIVE_SECONDS
             )
             trace = aiohttp.TraceConfig()
             trace.on_connection_create_end.append(self._connection_opened)
