@@ -276,9 +276,10 @@ def default_pairs(n: int) -> int:
     (median of 9: 1.33; 1.24 in the run before). The spread of a median shrinks with the square root of the
     pairs, and small pairs are cheap: 31 at N=8 (~13 s each), 15 at N=64 (~20 s each). Above that one pair
     still swings by 20-50% between runs (the two created ratios of one run at N=256 were 1.65 and 1.25; three
-    other runs of that code gave 0.93, 1.24 and 0.89), and the median of two is their mean: 5 pairs at N=256
-    (~30 s each) and 3 at N=1024 (~75 s each), odd so the median is one pair's."""
-    return 31 if n <= 8 else 15 if n <= 64 else 5 if n <= 256 else 3
+    other runs of that code gave 0.93, 1.24 and 0.89). At N=1024 the per-pair created ratios of two runs of one
+    commit were 1.34, 1.35, 1.40 and 1.37, 1.04, 1.21: a median of three moves by 0.15 between runs. 9 pairs at
+    N=256 (~30 s each) and 5 at N=1024 (~75 s each), odd so the median is one pair's."""
+    return 31 if n <= 8 else 15 if n <= 64 else 9 if n <= 256 else 5
 
 
 def render_bench(reps: int, n: int = 1024) -> dict[str, Any]:
@@ -955,7 +956,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         "--reps",
         type=int,
         default=0,
-        help="pairs of runs per N, medians reported (default: 31 at N=8, 15 up to 64, 5 up to 256, then 3)",
+        help="pairs of runs per N, medians reported (default: 31 at N=8, 15 up to 64, 9 up to 256, then 5)",
     )
     p.add_argument(
         "--max-others",
@@ -1046,7 +1047,7 @@ def main(argv: list[str] | None = None) -> int:
         "baseline": {},
         "baseline_ssa": {},
         "ratios": {},
-        "reps": args.reps or "21 at N=8, 9 up to 64, 2 above",
+        "reps": args.reps or "31 at N=8, 15 up to 64, 9 up to 256, 5 above",
         "max_others": args.max_others,
         "raw_name": "results-quick.json" if args.quick else "results.json",
         "title": "",
