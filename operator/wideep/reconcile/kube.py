@@ -155,6 +155,7 @@ class KubeClient:
         self._sem = asyncio.Semaphore(concurrency)
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
+        self._watch_session: aiohttp.ClientSession | None = None
         self.writes: Counter[str] = Counter()
         self.reads: Counter[str] = Counter()
         self.connections_opened = 0  # TCP+TLS connections made (each a handshake)
@@ -167,19 +168,29 @@ class KubeClient:
         await self.close()
 
     def _get_session(self) -> aiohttp.ClientSession:
+        """The pool of API calls: at most ``concurrency`` requests use it at once (the semaphore), so the
+        connections warm() opens are always enough."""
         if self._session is None or self._session.closed:
-            # No connection limit: API calls are bounded by the semaphore, and every watch stream holds a
-            # connection of its own for minutes (two per watched namespace). A shared limit let the watches of
-            # many namespaces take every connection and stall all API calls.
-            conn = aiohttp.TCPConnector(
-                ssl=self.creds.ssl_context(), limit=0, keepalive_timeout=KEEPALIVE_SECONDS
-            )
-            trace = aiohttp.TraceConfig()
-            trace.on_connection_create_end.append(self._connection_opened)
-            self._session = aiohttp.ClientSession(
-                connector=conn, timeout=aiohttp.ClientTimeout(total=60, connect=10), trace_configs=[trace]
-            )
+            self._session = self._new_session(limit=self._concurrency)
         return self._session
+
+    def _get_watch_session(self) -> aiohttp.ClientSession:
+        """Watch streams get connections of their own: each holds one for minutes (two per watched namespace).
+        In the API calls' pool they would take warmed connections away from a burst of writes, and under a
+        shared connection limit the watches of many namespaces took every connection and stalled all calls."""
+        if self._watch_session is None or self._watch_session.closed:
+            self._watch_session = self._new_session(limit=0)
+        return self._watch_session
+
+    def _new_session(self, limit: int) -> aiohttp.ClientSession:
+        conn = aiohttp.TCPConnector(
+            ssl=self.creds.ssl_context(), limit=limit, keepalive_timeout=KEEPALIVE_SECONDS
+        )
+        trace = aiohttp.TraceConfig()
+        trace.on_connection_create_end.append(self._connection_opened)
+        return aiohttp.ClientSession(
+            connector=conn, timeout=aiohttp.ClientTimeout(total=60, connect=10), trace_configs=[trace]
+        )
 
     async def _connection_opened(self, *_: Any) -> None:
         self.connections_opened += 1
@@ -205,9 +216,10 @@ class KubeClient:
             await asyncio.sleep(interval)
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in (self._session, self._watch_session):
+            if session is not None:
+                await session.close()
+        self._session = self._watch_session = None
 
     async def request(
         self,
@@ -415,7 +427,7 @@ class KubeClient:
         if token:
             headers["Authorization"] = f"Bearer {token}"
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=330)
-        async with self._get_session().get(url, headers=headers, timeout=timeout) as resp:
+        async with self._get_watch_session().get(url, headers=headers, timeout=timeout) as resp:
             if resp.status >= 400:
                 text = await resp.text()
                 raise KubeError(resp.status, resp.reason or "", text[:500])
