@@ -3,7 +3,7 @@ POSTing the rank pods, and taking in the watch events of those pods.
 
     python -m bench.client_cost [--pods 1024] [--rounds 3]
 
-Starts its own local control plane (4 fake nodes). Pods are those of a DP=``pods`` plan with their
+Starts its own local control plane (4 fake nodes). Pods are those of the bench's DP=``pods`` plan with their
 ownerReferences dropped and ``schedulerName: none`` (nothing binds them, so each pod makes one watch event).
 Each round, each client in a namespace of its own, in alternating order:
 
@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import copy
 import json
 import os
 import statistics
@@ -33,64 +32,44 @@ from typing import Any
 
 import aiohttp
 import orjson
-import yaml
 
-from wideep.api.validate import validate_object
 from wideep.devcluster.cluster import LocalCluster, state_root
-from wideep.planning.planner import plan
 from wideep.reconcile.informer import SELECTOR, Informer
 from wideep.reconcile.kube import Credentials, KubeClient, load_credentials
 from wideep.reconcile.state import Cache
 
+from .baseline import PLACEHOLDER_UID, create_all
+from .controller_bench import CONCURRENCY, Api, object_path, pdep_doc, planned_objects
+
 ROOT = Path(__file__).resolve().parents[1]
-CONCURRENCY = 64
 
 
 def pod_bodies(n: int, namespace: str) -> list[dict[str, Any]]:
-    doc = yaml.safe_load((ROOT / "examples" / "deepseek-v3-wide-ep.yaml").read_text())
-    doc["metadata"]["namespace"] = namespace
-    doc["spec"]["parallelConfig"]["dataParallelSize"] = n
-    verdict = validate_object(doc)
-    assert verdict.obj is not None, verdict.errors
-    out = []
-    for p in plan(verdict.obj, 1).pods:
-        body = copy.deepcopy(p.body)
+    """The rank pods of the bench's DP=``n`` group, unowned and for no scheduler."""
+    pods = [o for o in planned_objects(pdep_doc("g", namespace, n), PLACEHOLDER_UID) if o["kind"] == "Pod"]
+    for body in pods:
         body["metadata"].pop("ownerReferences", None)
         body["spec"]["schedulerName"] = "none"
-        out.append(body)
-    return out
+    return pods
 
 
-def plain_session(creds: Credentials) -> tuple[aiohttp.ClientSession, dict[str, str]]:
-    session = aiohttp.ClientSession(
-        connector=aiohttp.TCPConnector(ssl=creds.ssl_context(), limit=CONCURRENCY)
-    )
-    headers = {"Accept": "application/json", "Content-Type": "application/json"}
-    if creds.token:
-        headers["Authorization"] = f"Bearer {creds.token}"
-    return session, headers
+def plain_api(creds: Credentials) -> Api:
+    """The bench baseline's client (64 in flight, one aiohttp session)."""
+    assert creds.ca_path is not None and creds.token is not None, "the local cluster's kubeconfig"
+    return Api(creds.server, Path(creds.ca_path), creds.token, CONCURRENCY)
 
 
 async def plain_creates(creds: Credentials, bodies: list[dict[str, Any]]) -> float:
     """CPU seconds of the bench baseline's client POSTing ``bodies`` (serialised before the clock)."""
-    session, headers = plain_session(creds)
-    ns = bodies[0]["metadata"]["namespace"]
-    url = f"{creds.server}/api/v1/namespaces/{ns}/pods"
-    data = [json.dumps(b).encode() for b in bodies]
-    sem = asyncio.Semaphore(CONCURRENCY)
-    await asyncio.gather(*(session.get(f"{creds.server}/version") for _ in range(CONCURRENCY)))
-
-    async def one(d: bytes) -> None:
-        async with sem, session.post(url, data=d, headers=headers) as r:
-            raw = await r.read()
-            if r.status != 201:
-                raise RuntimeError(f"create: {r.status} {raw[:300]!r}")
-            json.loads(raw)
-
+    api = plain_api(creds)
+    data = [(object_path(b), json.dumps(b).encode()) for b in bodies]
+    await asyncio.gather(*(api.call("GET", "/version") for _ in range(CONCURRENCY)))
     c0 = time.process_time()
-    await asyncio.gather(*(one(d) for d in data))
+    _, errors = await create_all(api, data)
     cpu = time.process_time() - c0
-    await session.close()
+    await api.close()
+    if errors:
+        raise RuntimeError(f"{len(errors)} creates failed, first: {errors[0]}")
     return cpu
 
 
@@ -118,14 +97,21 @@ def start_creator(namespace: str, n: int) -> subprocess.Popen[bytes]:
 
 async def plain_watch(creds: Credentials, namespace: str, n: int) -> float:
     """CPU seconds of a bare watch (readline, orjson) taking in ``n`` ADDED events."""
-    session, headers = plain_session(creds)
+    api = plain_api(creds)
+    session = await api.session()
     url = f"{creds.server}/api/v1/namespaces/{namespace}/pods"
-    async with session.get(url, params={"labelSelector": SELECTOR}, headers=headers) as r:
-        rv = (await r.json())["metadata"]["resourceVersion"]
-    params = {"watch": "1", "resourceVersion": rv, "labelSelector": SELECTOR, "allowWatchBookmarks": "true"}
+    _, listed = await api.call(
+        "GET", f"/api/v1/namespaces/{namespace}/pods", params={"labelSelector": SELECTOR}
+    )
+    params = {
+        "watch": "1",
+        "resourceVersion": listed["metadata"]["resourceVersion"],
+        "labelSelector": SELECTOR,
+        "allowWatchBookmarks": "true",
+    }
     timeout = aiohttp.ClientTimeout(total=None, sock_read=120)
     seen = 0
-    async with session.get(url, params=params, headers=headers, timeout=timeout) as r:
+    async with session.get(url, params=params, timeout=timeout) as r:
         c0 = time.process_time()
         creator = start_creator(namespace, n)
         async for line in r.content:
@@ -134,7 +120,7 @@ async def plain_watch(creds: Credentials, namespace: str, n: int) -> float:
                 if seen == n:
                     break
         cpu = time.process_time() - c0
-    await session.close()
+    await api.close()
     if creator.wait(120) != 0:
         raise RuntimeError("the creator process failed")
     return cpu

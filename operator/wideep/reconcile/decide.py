@@ -347,9 +347,11 @@ def decide(
 
     # A pod this group cannot have made (its name is none of <name>-<index>) carries its ownerReference only
     # because someone pointed it here: it is deleted, and is neither a rank failure nor a change of the group.
-    foreign = [p for p in pods if not is_rank_pod_name(meta["name"], p["metadata"]["name"])]
-    if foreign:
-        pods = [p for p in pods if is_rank_pod_name(meta["name"], p["metadata"]["name"])]
+    ours: list[dict[str, Any]] = []
+    foreign: list[dict[str, Any]] = []
+    for p in pods:
+        (ours if is_rank_pod_name(meta["name"], p["metadata"]["name"]) else foreign).append(p)
+    pods = ours
     current = [p for p in pods if pod_generation(p) == gen]
     # Terminating pods count too: their labels still say what they were built from. A spec change whose
     # deletes were sent by an operator that died before recording it is a replacement, not a rank failure.
