@@ -170,6 +170,28 @@ def test_deleted_rank_pod_recreates_group(kube: Kube, operator: Operator, namesp
     assert obj["status"]["ranks"][1]["lastFailure"]["reason"] == "Deleted"
 
 
+def test_a_new_group_comes_up_in_two_passes(
+    cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path
+) -> None:
+    """One pass creates the pods and Services; the pass after the last pod turns Ready writes Ready=True. The
+    watch's echoes of our own creates and status write, which often come before their answers, start no pass
+    (before: 3 or 4 passes). Resyncs and progress-only passes are put out of the way (600 s and 30 s)."""
+    extra = ["--resync-seconds", "600", "--status-progress-seconds", "30"]
+    op = Operator(cluster, [namespace], tmp_path, extra=extra).start()
+    try:
+        passes = "wideep_reconcile_duration_seconds_count"
+        before = op.metrics().get(passes, 0.0)
+        kube.apply(pdep("two", namespace, dp=8))
+        kube.wait_ready(namespace, "two")
+        wait_until("the Ready pass counted", lambda: op.metrics()[passes] - before >= 2, timeout=10)
+        time.sleep(1.0)
+        assert op.metrics()[passes] - before == 2
+        assert len(kube.live_pods(namespace, "two")) == 8
+    finally:
+        op.stop()
+        kube.delete_all(namespace)
+
+
 def test_rank_pod_moved_to_another_group_restarts_the_group_it_left(
     cluster: LocalCluster, kube: Kube, namespace: str, tmp_path: Path
 ) -> None:

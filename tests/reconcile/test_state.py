@@ -288,3 +288,80 @@ def test_a_service_event_is_always_noted() -> None:
     cache.put_child(svc, note=False)
     cache.put_child({**svc, "metadata": {**svc["metadata"], "resourceVersion": "11"}})
     assert cache.pop_changed(KEY)
+
+
+def _service(rv: int = 10) -> dict[str, Any]:
+    return {
+        "kind": "Service",
+        "metadata": {**pod(rv=rv)["metadata"], "name": "g-http", "uid": "s1"},
+        "spec": {"selector": {}, "ports": []},
+    }
+
+
+@pytest.mark.parametrize("obj", [pod(), _service()], ids=["pod", "service"])
+def test_the_version_already_held_is_not_noted(obj: dict[str, Any]) -> None:
+    """The watch's echo of a write whose answer the cache took in, or a relist: the same resourceVersion is
+    the same object, nothing for decide() to act on (a Service's echo used to cost its group a pass)."""
+    cache = Cache()
+    cache.put_child(obj, note=False)  # the answer to our own write
+    assert cache.put_child(dict(obj)) == [KEY]
+    assert not cache.pop_changed(KEY)
+    assert cache.replace_children(obj["kind"], "ns", [dict(obj)]) == {KEY}
+    assert not cache.pop_changed(KEY)
+
+
+def test_a_pod_marked_deleting_stays_so_when_its_version_comes_again() -> None:
+    cache = Cache()
+    cache.put_child(pod(rv=10), note=False)
+    cache.mark_deleting("Pod", KEY, "g-0", "u1", "2026-01-01T00:00:00Z")
+    cache.put_child(pod(rv=10))  # a relist or late echo of the version before the delete
+    assert cache.children["Pod"][KEY]["g-0"]["metadata"]["deletionTimestamp"]
+    cache.put_child(pod(rv=11))  # a newer version is taken in
+    assert "deletionTimestamp" not in cache.children["Pod"][KEY]["g-0"]["metadata"]
+
+
+def test_the_echo_of_a_create_in_flight_is_not_noted() -> None:
+    """The watch brings a created object before the create's answer: the pass that creates it has decided
+    on it; only an incident it already carries is news."""
+    cache = Cache()
+    created = [pod("g-0", "a", 1), pod("g-1", "b", 1), _service()]
+    cache.creating(KEY, created, True)
+    cache.put_child(_bound(pod("g-0", "a", 2)))
+    cache.put_child(_service(3))
+    assert not cache.pop_changed(KEY)
+    cache.put_child(pod("g-1", "b", 4, phase="Failed"))  # failed before its create was answered
+    assert cache.pop_changed(KEY)
+    cache.creating(KEY, created, False)
+    cache.delete_child(pod("g-0", "a", 5))
+    assert cache.pop_changed(KEY)
+    cache.put_child(pod("g-0", "a2", 6))  # not ours in flight: someone else's pod under a planned name
+    assert cache.pop_changed(KEY)
+
+
+def _pdep(rv: int) -> dict[str, Any]:
+    return {"metadata": {"namespace": "ns", "name": "g", "uid": "uid-g", "resourceVersion": str(rv)}}
+
+
+@pytest.mark.parametrize(
+    ("events", "answer", "pass_due"),
+    [
+        ([7], 7, False),  # the echo of our write, before its answer
+        ([6], 7, True),  # someone else's change, just before our write
+        ([7, 8], 7, True),  # ours, then someone else's
+        ([], 7, False),
+        ([7], None, True),  # the write failed: whatever came is news
+    ],
+    ids=["echo", "other-before", "echo-then-other", "none", "failed"],
+)
+def test_events_during_a_status_write_wait_for_its_answer(
+    events: list[int], answer: int | None, pass_due: bool
+) -> None:
+    cache = Cache()
+    assert not cache.held_pdep_event(KEY, _pdep(5))  # no write in flight: the event is acted on at once
+    cache.begin_status_write(KEY)
+    for rv in events:
+        key = cache.put_pdep(_pdep(rv))
+        assert cache.held_pdep_event(key, _pdep(rv))
+    written = _pdep(answer) if answer is not None else None
+    assert cache.end_status_write(KEY, written) is pass_due
+    assert not cache.held_pdep_event(KEY, _pdep(9))

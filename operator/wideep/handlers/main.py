@@ -191,7 +191,7 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         if cached is not None and cached["metadata"].get("resourceVersion") == meta.get("resourceVersion"):
             return  # the echo of our own status write: the cache already holds it
         key = rt.cache.put_pdep(obj)
-        if rt.queue is not None:
+        if rt.queue is not None and not rt.cache.held_pdep_event(key, obj):
             rt.queue.add(key)
 
     return registry

@@ -117,6 +117,18 @@ def unschedulable_message(pod: dict[str, Any]) -> str | None:
     return None
 
 
+def has_incident(pod: dict[str, Any]) -> bool:
+    """Whether a pod carries what decide() treats as an incident: on its way out, Failed, restarted or
+    unschedulable (the last four of decision_facts())."""
+    st = pod.get("status") or {}
+    return (
+        is_terminating(pod)
+        or st.get("phase") == "Failed"
+        or restart_count(pod) > 0
+        or unschedulable_message(pod) is not None
+    )
+
+
 def decision_facts(pod: dict[str, Any]) -> tuple[Any, ...]:
     """What decide() acts on in a pod, beyond progress figures: which pod it is and whose (uid, owners), what
     it was built from (labels, annotations: hashes, group generation), and the incidents (deleting, Failed,

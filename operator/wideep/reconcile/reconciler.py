@@ -312,7 +312,15 @@ class Reconciler:
         if d.fills_generation is not None and not any(o["kind"] == "Pod" for o in d.apply):
             d.fills_generation = None  # the creates were put off (settle)
         if d.apply:
-            applied = await asyncio.gather(*(self._apply(key, o) for o in d.apply), return_exceptions=True)
+            kinds = self.cache.children
+            new = [o for o in d.apply if o["metadata"]["name"] not in kinds[o["kind"]].get(key, {})]
+            self.cache.creating(key, new, True)
+            try:
+                applied = await asyncio.gather(
+                    *(self._apply(key, o) for o in d.apply), return_exceptions=True
+                )
+            finally:
+                self.cache.creating(key, new, False)
             for obj, res in zip(d.apply, applied, strict=True):
                 if isinstance(res, KubeError):
                     errors.append(f"{obj['kind']} {obj['metadata']['name']}: {res.message}")
@@ -370,7 +378,13 @@ class Reconciler:
         self.metrics.ranks_total.labels(ns, name).set(status.get("totalRanks") or 0)
 
     async def _write_status(self, key: Key, status: dict[str, Any]) -> dict[str, Any]:
-        updated = await self.kube.apply_status(key[0], key[1], status)
+        updated = None
+        self.cache.begin_status_write(key)
+        try:
+            updated = await self.kube.apply_status(key[0], key[1], status)
+        finally:
+            if self.cache.end_status_write(key, updated):
+                self.queue.add(key)
         self._status_written[key] = time.monotonic()
         self.metrics.api_writes.labels("status").inc()
         self.cache.put_pdep(updated)

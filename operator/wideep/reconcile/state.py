@@ -10,7 +10,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from wideep.api import constants as c
-from wideep.reconcile.decide import decision_facts, pod_counts_ready
+from wideep.reconcile.decide import decision_facts, has_incident, pod_counts_ready
 from wideep.reconcile.fields import needs_upgrade
 
 Key = tuple[str, str]  # (namespace, name) of a ParallelDeployment
@@ -119,6 +119,11 @@ class Cache:
         # Groups with a watch event since their last notice that decide() acts on (see pop_changed): the rest
         # are progress figures, which the work queue may batch.
         self._changed: set[Key] = set()
+        # (kind, group, name) of the creates the reconciler has in flight (see creating()).
+        self._creating: set[tuple[str, Key, str]] = set()
+        # Groups with a status write in flight: the resourceVersions of their events meanwhile (see
+        # held_pdep_event()).
+        self._status_writes: dict[Key, list[str]] = {}
 
     def _bury(self, uid: str | None) -> None:
         if uid:
@@ -139,6 +144,27 @@ class Cache:
         if self._newer(obj, self.pdeps.get(key)):
             self.pdeps[key] = obj
         return key
+
+    def begin_status_write(self, key: Key) -> None:
+        self._status_writes[key] = []
+
+    def end_status_write(self, key: Key, written: dict[str, Any] | None) -> bool:
+        """The status write of ``key`` is answered (``written``: the object it returned; None: it failed).
+        Whether an event held meanwhile (held_pdep_event) was another version than ours: a pass is due."""
+        seen = self._status_writes.pop(key, [])
+        ours = written["metadata"].get("resourceVersion") if written is not None else None
+        return any(rv != ours for rv in seen)
+
+    def held_pdep_event(self, key: Key, obj: dict[str, Any]) -> bool:
+        """Whether the event of ``obj`` (already put) waits for the answer of a status write in flight. The
+        watch often brings the echo of our own status write before its answer; its resourceVersion is only
+        known from that answer, and end_status_write() tells whether it was ours (no pass: the pass that
+        wrote it decided on it) or someone else's change."""
+        seen = self._status_writes.get(key)
+        if seen is None:
+            return False
+        seen.append(str(obj["metadata"].get("resourceVersion")))
+        return True
 
     def delete_pdep(self, obj: dict[str, Any]) -> Key:
         meta = obj["metadata"]
@@ -175,6 +201,21 @@ class Cache:
         do not count (asked once)."""
         return _take(self._changed, key)
 
+    def creating(self, key: Key, objects: list[dict[str, Any]], in_flight: bool) -> None:
+        """Mark (``in_flight``) or unmark the reconciler's creates of ``objects`` for group ``key``.
+
+        The watch often brings a created object before the create's answer does. Such an echo is the object
+        the pass that creates it has decided on, like the answer (put_child note=False): it is not noted as a
+        change, so it does not cost the group another pass right after its creates (at N=8 that pass fell
+        among the API server's and the scheduler's work on the new pods). An echo carrying an incident (the
+        pod already Failed, deleted, restarted or unschedulable) still is."""
+        for obj in objects:
+            entry = (obj["kind"], key, obj["metadata"]["name"])
+            if in_flight:
+                self._creating.add(entry)
+            else:
+                self._creating.discard(entry)
+
     def forget(self, key: Key) -> None:
         """The group is gone: drop its completion bookkeeping (its children leave with their events)."""
         self.expected_pods.pop(key, None)
@@ -197,8 +238,14 @@ class Cache:
         old = bucket.get(name)
         if not self._newer(obj, old):
             return [key]
+        if old is not None and _rv(obj) == _rv(old) and old["metadata"].get("uid") == uid:
+            # The version we hold (the echo of our own write, or a relist): nothing to take in. Kept as is,
+            # a pod marked deleting (mark_deleting) stays so until its delete is seen.
+            return [key]
         concerned = [key]
         changed = kind != "Pod" or old is None
+        if old is None and (kind, key, name) in self._creating:
+            changed = False  # the echo of a create in flight (see creating())
         if uid:
             where = self._where.get(uid)
             if where is not None and where != (kind, key, name):
@@ -216,8 +263,9 @@ class Cache:
             # as decide counts ready ranks
             changed = self._set_ready(key, name, pod_counts_ready(trimmed)) or changed
             if not changed:
-                assert old is not None
-                changed = decision_facts(old) != decision_facts(trimmed)
+                changed = (
+                    has_incident(trimmed) if old is None else decision_facts(old) != decision_facts(trimmed)
+                )
         if note and changed:
             self._changed.add(key)
         return concerned
