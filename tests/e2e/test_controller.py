@@ -239,6 +239,8 @@ def test_rank_pod_moved_to_another_group_restarts_the_group_it_left(
             timeout=30,
         )
         wait_until("the group given the pod deleted it", lambda: owned_by(given) == {"given-0", "given-1"})
+        left_status = (kube.get_pdep(namespace, "left") or {}).get("status") or {}
+        assert left_status["lastRestartReason"].startswith("rank pod left-1 is gone")
         assert moved["metadata"]["uid"] not in uids(kube.pods(namespace))
         assert kube.is_ready(namespace, "given")
     finally:

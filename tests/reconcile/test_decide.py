@@ -229,6 +229,22 @@ def test_deleted_pod_after_creation_is_an_incident_but_not_before() -> None:
     assert w.pdep["status"]["ranks"][3]["lastFailure"]["reason"] == "Deleted"
 
 
+@pytest.mark.parametrize(
+    ("lose", "says"),
+    [
+        (lambda w: w.pods.pop("g-3"), "rank pod g-3 is gone"),  # deleted, or its ownerReference moved
+        (lambda w: w.pods["g-3"]["metadata"].update(deletionTimestamp="2026-01-01T00:00:00Z"), "was deleted"),
+        (lambda w: w.fail("g-3"), "failed (OOMKilled)"),
+    ],
+    ids=["missing", "terminating", "failed"],
+)
+def test_the_restart_names_how_the_rank_was_lost(lose: Any, says: str) -> None:
+    w = ready_world(policy="Never")
+    lose(w)
+    w.step()
+    assert says in w.cond(c.COND_READY)["message"]
+
+
 def test_a_pod_someone_else_made_ours_is_deleted_without_touching_the_group() -> None:
     """Another group's rank pod whose ownerReference someone pointed at this group: not a planned name, so
     it is deleted, and the running group is neither replaced nor restarted."""

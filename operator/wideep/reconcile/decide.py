@@ -421,7 +421,7 @@ def decide(
             for n in missing:
                 rank_failures[n] = Failure(
                     reason="Deleted",
-                    message="rank pod was deleted or evicted",
+                    message="rank pod is gone: deleted, evicted, or taken from the group (ownerReference changed)",
                     time=iso(now),
                     pod=n,
                     group_generation=gen,
@@ -436,7 +436,13 @@ def decide(
                         EventSpec(c.EVENT_RANK_FAILED, f"rank pod {pod_name_} failed: {_describe(f)}", True)
                     )
             first = next(iter(rank_failures.items()))
-            verb = "was deleted" if first[1].reason == "Deleted" else f"failed ({first[1].reason})"
+            verb = (
+                "is gone"
+                if first[0] in missing
+                else "was deleted"
+                if first[1].reason == "Deleted"
+                else f"failed ({first[1].reason})"
+            )
             incident = f"rank pod {first[0]} {verb}" + (
                 f" (+{len(rank_failures) - 1} more)" if len(rank_failures) > 1 else ""
             )
