@@ -324,8 +324,12 @@ def test_the_echo_of_a_create_in_flight_is_not_noted() -> None:
     """The watch brings a created object before the create's answer: the pass that creates it has decided
     on it; only an incident it already carries is news."""
     cache = Cache()
+    held = {**_service(), "metadata": {**_service()["metadata"], "name": "g-ranks", "uid": "s2"}}
+    cache.put_child(held, note=False)
     created = [pod("g-0", "a", 1), pod("g-1", "b", 1), _service()]
-    cache.creating(KEY, created, True)
+    cache.creating(KEY, [*created, held], True)  # a pass's writes: creates, and an apply of what is held
+    cache.put_child({**held, "metadata": {**held["metadata"], "resourceVersion": "12"}})
+    assert cache.pop_changed(KEY), "a new version of an object the cache holds is news, in flight or not"
     cache.put_child(_bound(pod("g-0", "a", 2)))
     cache.put_child(_service(3))
     assert not cache.pop_changed(KEY)

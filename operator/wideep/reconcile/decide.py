@@ -117,16 +117,18 @@ def unschedulable_message(pod: dict[str, Any]) -> str | None:
     return None
 
 
-def has_incident(pod: dict[str, Any]) -> bool:
-    """Whether a pod carries what decide() treats as an incident: on its way out, Failed, restarted or
-    unschedulable (the last four of decision_facts())."""
-    st = pod.get("status") or {}
+def incident_facts(pod: dict[str, Any]) -> tuple[bool, bool, int, bool]:
+    """The incidents decide() acts on in a pod: on its way out, Failed, restarts, unschedulable."""
     return (
-        is_terminating(pod)
-        or st.get("phase") == "Failed"
-        or restart_count(pod) > 0
-        or unschedulable_message(pod) is not None
+        is_terminating(pod),
+        (pod.get("status") or {}).get("phase") == "Failed",
+        restart_count(pod),
+        unschedulable_message(pod) is not None,
     )
+
+
+def has_incident(pod: dict[str, Any]) -> bool:
+    return any(incident_facts(pod))
 
 
 def decision_facts(pod: dict[str, Any]) -> tuple[Any, ...]:
@@ -142,10 +144,7 @@ def decision_facts(pod: dict[str, Any]) -> tuple[Any, ...]:
         meta.get("labels"),
         meta.get("annotations"),
         tuple(r.get("uid") for r in meta.get("ownerReferences") or []),
-        is_terminating(pod),
-        (pod.get("status") or {}).get("phase") == "Failed",
-        restart_count(pod),
-        unschedulable_message(pod) is not None,
+        *incident_facts(pod),
     )
 
 

@@ -312,15 +312,13 @@ class Reconciler:
         if d.fills_generation is not None and not any(o["kind"] == "Pod" for o in d.apply):
             d.fills_generation = None  # the creates were put off (settle)
         if d.apply:
-            kinds = self.cache.children
-            new = [o for o in d.apply if o["metadata"]["name"] not in kinds[o["kind"]].get(key, {})]
-            self.cache.creating(key, new, True)
+            self.cache.creating(key, d.apply, True)
             try:
                 applied = await asyncio.gather(
                     *(self._apply(key, o) for o in d.apply), return_exceptions=True
                 )
             finally:
-                self.cache.creating(key, new, False)
+                self.cache.creating(key, d.apply, False)
             for obj, res in zip(d.apply, applied, strict=True):
                 if isinstance(res, KubeError):
                     errors.append(f"{obj['kind']} {obj['metadata']['name']}: {res.message}")

@@ -202,7 +202,9 @@ class Cache:
         return _take(self._changed, key)
 
     def creating(self, key: Key, objects: list[dict[str, Any]], in_flight: bool) -> None:
-        """Mark (``in_flight``) or unmark the reconciler's creates of ``objects`` for group ``key``.
+        """Mark (``in_flight``) or unmark the reconciler's writes of ``objects`` for group ``key``. Only those the
+        cache does not hold are creates, and only an echo of an object the cache does not hold is affected
+        (put_child), so the whole list of a pass's writes can be given.
 
         The watch often brings a created object before the create's answer does. Such an echo is the object
         the pass that creates it has decided on, like the answer (put_child note=False): it is not noted as a
