@@ -343,6 +343,13 @@ class Kube:
     def live_pods(self, ns: str, name: str) -> list[dict[str, Any]]:
         return [p for p in self.pods(ns, name) if not p["metadata"].get("deletionTimestamp")]
 
+    def replaced(self, ns: str, name: str, before: set[str], count: int) -> bool:
+        """The group runs ``count`` live pods, none of them in ``before``, and is Ready. One listing, taken
+        before the status is read: two listings could see the old pods, then none while the restart deletes
+        them, and the status read first could still be the old generation's Ready."""
+        live = uids(self.live_pods(ns, name))
+        return len(live) == count and not (live & before) and self.is_ready(ns, name)
+
     def fail_pod(self, ns: str, pod: str) -> None:
         patch = {"metadata": {"labels": {"pod-container-running-failed.stage.kwok.x-k8s.io": "true"}}}
         self.cluster.api(

@@ -159,11 +159,7 @@ def test_deleted_rank_pod_recreates_group(kube: Kube, operator: Operator, namesp
     kube.cluster.api("DELETE", f"/api/v1/namespaces/{namespace}/pods/del-1")
     wait_until(
         "group recreated",
-        lambda: (
-            len(kube.live_pods(namespace, "del")) == 3
-            and not (uids(kube.live_pods(namespace, "del")) & before)
-            and kube.is_ready(namespace, "del")
-        ),
+        lambda: kube.replaced(namespace, "del", before, 3),
     )
     obj = kube.get_pdep(namespace, "del")
     assert obj is not None and obj["status"]["groupRestarts"] == 1
@@ -305,9 +301,7 @@ def test_template_change_replaces_group_without_overlap(
         assert kube.apply(obj).returncode == 0
         wait_until(
             "replacement Ready",
-            lambda: (
-                kube.is_ready(namespace, "roll") and not (uids(kube.live_pods(namespace, "roll")) & before)
-            ),
+            lambda: kube.replaced(namespace, "roll", before, len(before)),
         )
         time.sleep(0.5)
     assert watcher.events, "the watch saw nothing"
@@ -410,11 +404,7 @@ def test_update_whose_pods_the_api_server_refuses_leaves_group_untouched(
     assert kube.apply(obj).returncode == 0
     wait_until(
         "the fixed spec replaces the group",
-        lambda: (
-            kube.is_ready(namespace, "refused")
-            and len(kube.live_pods(namespace, "refused")) == 3
-            and not (uids(kube.live_pods(namespace, "refused")) & before)
-        ),
+        lambda: kube.replaced(namespace, "refused", before, 3),
         timeout=60,
     )
     assert (kube.condition(namespace, "refused", c.COND_VALID) or {}).get("status") == "True"

@@ -99,13 +99,7 @@ def test_chart_serviceaccount_reconciles_but_reads_no_secrets_and_a_reader_canno
     before = uids(kube.live_pods(app_ns, name))
     kube.fail_pod(app_ns, f"{name}-1")
     wait_until(
-        "the gang restart under the chart's RBAC",
-        lambda: (
-            kube.is_ready(app_ns, name)
-            and len(kube.live_pods(app_ns, name)) == 2
-            and not (uids(kube.live_pods(app_ns, name)) & before)
-        ),
-        timeout=60,
+        "the gang restart under the chart's RBAC", lambda: kube.replaced(app_ns, name, before, 2), timeout=60
     )
     # Refusals named as the API server and both clients name them ("403" alone matched a log timestamp).
     operator_log_clean(op.log_path)
@@ -141,6 +135,9 @@ def test_chart_serviceaccount_reconciles_but_reads_no_secrets_and_a_reader_canno
     group_before = kube.get_pdep(app_ns, name)
     assert group_before is not None
     pods_before = uids(kube.live_pods(app_ns, name))
+    assert len(pods_before) == 2 and group_before["status"]["groupRestarts"] == 1, (
+        "the group after one restart"
+    )
     merge = "application/merge-patch+json"
     pod0 = f"/api/v1/namespaces/{app_ns}/pods/{name}-0"
     refused(
