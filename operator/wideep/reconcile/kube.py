@@ -192,6 +192,11 @@ class KubeClient:
             connector=conn, timeout=aiohttp.ClientTimeout(total=60, connect=10), trace_configs=[trace]
         )
 
+    @property
+    def concurrency(self) -> int:
+        """Requests in flight at most (the pool's connections)."""
+        return self._concurrency
+
     async def _connection_opened(self, *_: Any) -> None:
         self.connections_opened += 1
         if self._on_connection is not None:

@@ -314,9 +314,7 @@ class Reconciler:
         if d.apply:
             self.cache.creating(key, d.apply, True)
             try:
-                applied = await asyncio.gather(
-                    *(self._apply(key, o) for o in d.apply), return_exceptions=True
-                )
+                applied = await self._apply_all(key, d.apply)
             finally:
                 self.cache.creating(key, d.apply, False)
             for obj, res in zip(d.apply, applied, strict=True):
@@ -387,6 +385,32 @@ class Reconciler:
         self.metrics.api_writes.labels("status").inc()
         self.cache.put_pdep(updated)
         return updated
+
+    async def _apply_all(
+        self, key: Key, objects: list[dict[str, Any]]
+    ) -> list[dict[str, Any] | BaseException]:
+        """_apply() every object, concurrently; each outcome is the answer or the exception.
+
+        Each write is sent before the next is prepared. aiohttp writes a request from a task of its own, which
+        on CPython 3.11 (no eager tasks) first runs once every request of a gather has been prepared: the
+        first of a group's creates reached the API server only after all of them (11 at N=8: ~1 ms, while
+        the API server, which takes the time of a create, waited). Two turns of the event loop let a write's
+        request and then its sending task run; past the client's concurrency writes wait for a slot anyway
+        and are started at once."""
+        tasks: list[asyncio.Future[dict[str, Any]]] = []
+        try:
+            for i, obj in enumerate(objects):
+                tasks.append(asyncio.ensure_future(self._apply(key, obj)))
+                if i < self.kube.concurrency:
+                    await asyncio.sleep(0)
+                    await asyncio.sleep(0)
+        except asyncio.CancelledError:
+            for t in tasks:
+                t.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            raise
+        outcomes: list[dict[str, Any] | BaseException] = await asyncio.gather(*tasks, return_exceptions=True)
+        return outcomes
 
     async def _apply(self, key: Key, obj: dict[str, Any]) -> dict[str, Any]:
         """Write one planned object.
