@@ -113,6 +113,7 @@ async def baseline_case(b: Bench, n: int, *, ssa: bool = False) -> dict[str, Any
         b.audit.events(a0), BASELINE_USER, t0_wall, ("patch", "create"), ("pods", "services")
     )
     if "last" in res["write_window"]:
+        res["t"]["first_write"] = res["write_window"]["first"]
         res["t"]["last_write"] = res["write_window"]["last"]
     res["cleanup_s"] = await cleanup(b.admin, ns)
     return res

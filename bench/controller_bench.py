@@ -221,6 +221,7 @@ def pod_windows(events: list[dict[str, Any]], t0_wall: float) -> dict[str, Any]:
     return {
         "bind_window": Audit.window(events, None, t0_wall, ("create",), ("pods/binding",)),
         "kwok_window": Audit.window(events, None, t0_wall, ("patch", "update"), ("pods/status",)),
+        "pd_window": Audit.window(events, BASELINE_USER, t0_wall, ("create",), ("paralleldeployments",)),
     }
 
 
@@ -277,7 +278,7 @@ class Audit:
             count += 1
         if first is None or last is None:
             return {"count": 0}
-        return {"count": count, "first": round(first - t0_wall, 3), "last": round(last - t0_wall, 3)}
+        return {"count": count, "first": round(first - t0_wall, 4), "last": round(last - t0_wall, 4)}
 
     @staticmethod
     def count(
@@ -1075,6 +1076,8 @@ async def observed_run(
     res["loadavg"] = [load0, loadavg()]
     res["writes_audit"] = dict(b.audited(a0, user, ("create", "patch", "update", "delete")))
     res.update(pod_windows(b.audit.events(a0), t0_wall))
+    if "first" in res["pd_window"]:
+        res["t"]["pd_received"] = res["pd_window"]["first"]
 
 
 async def post_pdep(b: Bench, doc: dict[str, Any]) -> dict[str, Any]:
@@ -1097,9 +1100,15 @@ async def operator_case(b: Bench, n: int, recovery: bool, noop: bool = True) -> 
         obs = await Observer(b.cluster, ns, "create", n, pd=True).start()
         pids = {**cluster_pids(b.cluster), "operator": op.pid, "observer": obs.pid}
         sampler = CpuSampler(pids).start()
+        doc = pdep_doc(PD_NAME, ns, n)
+        pd_body = json.dumps(doc).encode()
+        # As for the baseline: the user's connections are open and the body serialised before t0.
+        await asyncio.gather(*(b.user.call("GET", "/version") for _ in range(b.user.concurrency)))
         m0, a0, cpu0, load0 = op.metrics(), b.audit.offset(), op.cpu_seconds(), loadavg()
         t0, t0_wall = time.monotonic(), time.time()
-        await post_pdep(b, pdep_doc(PD_NAME, ns, n))
+        status, answer = await b.user.call("POST", object_path(doc), data=pd_body)
+        if status != 201:
+            raise BenchError(f"ParallelDeployment: {status} {answer.get('message', answer)}")
         try:
             ms = await obs.wait(["created", "pods_ready", "pd_ready"], b.timeout(n))
         finally:
@@ -1124,8 +1133,11 @@ async def operator_case(b: Bench, n: int, recovery: bool, noop: bool = True) -> 
             b.audit.events(a0), OPERATOR_USER, t0_wall, ("patch", "create"), ("pods", "services")
         )
         if "last" in res["write_window"]:
+            res["t"]["first_write"] = res["write_window"]["first"]
             res["t"]["last_write"] = res["write_window"]["last"]
         res.update(pod_windows(b.audit.events(a0), t0_wall))
+        if "first" in res["pd_window"]:
+            res["t"]["pd_received"] = res["pd_window"]["first"]
         res["reconciles"], res["reconcile_s"] = histogram_delta(m0, m1, "wideep_reconcile_duration_seconds")
         res["time_to_ready_metric"] = histogram_delta(m0, m1, "wideep_time_to_ready_seconds")[1]
 

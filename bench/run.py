@@ -573,8 +573,9 @@ def details(results: dict[str, Any]) -> str:
         orows.append(
             (
                 f"{n}{reps}",
-                win(o, "first"),
-                win(o, "last"),
+                _fmt(o["t"].get("pd_received")),
+                _fmt(o["t"].get("first_write")),
+                _fmt(o["t"].get("last_write")),
                 _fmt(o["t"].get("first_pod")),
                 _fmt(o["t"]["created"]),
                 win(o, "last", "bind_window"),
@@ -588,8 +589,9 @@ def details(results: dict[str, Any]) -> str:
         brows.append(
             (
                 f"{n}{reps}",
-                win(bb, "first"),
-                win(bb, "last"),
+                _fmt(bb["t"].get("pd_received")),
+                _fmt(bb["t"].get("first_write")),
+                _fmt(bb["t"].get("last_write")),
                 _fmt(bb["t"]["created"]),
                 win(bb, "last", "bind_window"),
                 win(bb, "last", "kwok_window"),
@@ -601,6 +603,7 @@ def details(results: dict[str, Any]) -> str:
     timing = md_table(
         (
             "N",
+            "ParallelDeployment received",
             "first write received",
             "last write answered",
             "first pod seen",
@@ -617,6 +620,7 @@ def details(results: dict[str, Any]) -> str:
     timing += "\n\nBaseline (API-server audit log for the write window):\n\n" + md_table(
         (
             "N",
+            "ParallelDeployment received",
             "first write received",
             "last write answered",
             "all created",
