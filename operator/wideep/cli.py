@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
+import secrets
+import socket
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -112,13 +115,24 @@ def cmd_crd(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from wideep.handlers.main import run_operator
+    from wideep.handlers.main import LeaderConfig, run_operator
 
+    leader = None
+    if args.leader_elect:
+        if not 3 <= args.lease_seconds <= 300:
+            print("wideep run: --lease-seconds must be within 3..300", file=sys.stderr)
+            return 2
+        identity = os.environ.get("POD_NAME") or f"{socket.gethostname()}_{secrets.token_hex(4)}"
+        leader = LeaderConfig(
+            namespace=args.leader_elect_namespace or os.environ.get("POD_NAMESPACE", ""),
+            name=args.leader_elect,
+            identity=identity,
+            lease_seconds=args.lease_seconds,
+        )
     return run_operator(
         namespaces=args.namespace,
         all_namespaces=args.all_namespaces,
-        standalone=args.standalone,
-        peering=args.peering,
+        leader_election=leader,
         liveness_port=args.liveness_port,
         metrics_port=args.metrics_port,
         log_format=args.log_format,
@@ -165,9 +179,24 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
-    peer = p.add_mutually_exclusive_group()
-    peer.add_argument("--standalone", action="store_true", default=True, help="no peering (default)")
-    peer.add_argument("--peering", default=None, help="kopf peering object name, for more than one replica")
+    p.add_argument(
+        "--leader-elect",
+        metavar="LEASE",
+        default=None,
+        help="elect a leader among replicas with this coordination.k8s.io Lease; only the leader acts (default: off,"
+        " one replica)",
+    )
+    p.add_argument(
+        "--leader-elect-namespace",
+        default=None,
+        help="the Lease's namespace (default: $POD_NAMESPACE, else the credentials' namespace)",
+    )
+    p.add_argument(
+        "--lease-seconds",
+        type=float,
+        default=15.0,
+        help="Lease duration: a leader that stops renewing is replaced after this (renewed every 2/15 of it)",
+    )
     p.add_argument("--liveness-port", type=int, default=8080, help="serve /healthz on this port (0: off)")
     p.add_argument(
         "--metrics-port", type=int, default=9090, help="serve Prometheus /metrics on this port (0: off)"

@@ -40,7 +40,6 @@ ROOT = Path(__file__).resolve().parents[2]
 CHART = ROOT / "charts" / "wideep-operator"
 README = CHART / "README.md"
 EXAMPLE = ROOT / "examples" / "deepseek-v3-wide-ep.yaml"
-PEERING_CRDS = CHART / "files" / "kopf-peering-crds.yaml"
 API = f"/apis/{c.GROUP}/{c.VERSION}"
 VAP_NAME = f"{c.CRD_NAME}-deprecations"
 
@@ -138,7 +137,7 @@ def test_chart_crd_is_the_generated_crd() -> None:
 
 
 @pytest.mark.parametrize(
-    "sets", [[], ["watchNamespaces={team-a,team-b}", "peering.enabled=true", "replicas=2"]]
+    "sets", [[], ["watchNamespaces={team-a,team-b}", "leaderElection.enabled=true", "replicas=2"]]
 )
 def test_helm_lint(sets: list[str]) -> None:
     args = ["lint", "--strict", str(CHART)]
@@ -179,7 +178,7 @@ def test_template_cluster_wide_mode() -> None:
     args = container(docs)["args"]
     assert args[0] == "run"
     assert "--all-namespaces" in args
-    assert not any(a.startswith("--namespace") or a.startswith("--peering") for a in args)
+    assert not any(a.startswith("--namespace") or a.startswith("--leader-elect") for a in args)
     assert one(docs, "Deployment")["spec"]["strategy"] == {"type": "Recreate"}
     for d in docs:
         if d["kind"] not in (
@@ -213,7 +212,11 @@ def test_template_namespaced_mode() -> None:
 
 
 def test_rbac_never_grants_secrets_nodes_wildcards_or_spec_writes() -> None:
-    for docs in (render(), render("watchNamespaces={a}"), render("peering.enabled=true", "replicas=3")):
+    for docs in (
+        render(),
+        render("watchNamespaces={a}"),
+        render("leaderElection.enabled=true", "replicas=3"),
+    ):
         for d in docs:
             if d["kind"] not in ("Role", "ClusterRole"):
                 continue
@@ -275,37 +278,51 @@ def test_metrics_service_and_optional_service_monitor() -> None:
     assert sm["spec"]["selector"]["matchLabels"].items() <= one(docs, "Service")["metadata"]["labels"].items()
 
 
-def test_peering_mode() -> None:
-    docs = render("peering.enabled=true", "replicas=2", "peering.name=ops")
-    assert one(docs, "ClusterKopfPeering")["metadata"]["name"] == "ops"
-    rules = one(docs, "ClusterRole")["rules"]
-    assert rules[: len(OPERATOR_RULES)] == OPERATOR_RULES
-    assert rules[len(OPERATOR_RULES) :] == [
-        {
-            "apiGroups": ["kopf.dev"],
-            "resources": ["clusterkopfpeerings"],
-            "resourceNames": ["ops"],
-            "verbs": ["get", "patch"],
-        },
-        {"apiGroups": ["kopf.dev"], "resources": ["clusterkopfpeerings"], "verbs": ["list", "watch"]},
-    ]
+LEASE_RULES = [
+    {
+        "apiGroups": ["coordination.k8s.io"],
+        "resources": ["leases"],
+        "resourceNames": ["ops"],
+        "verbs": ["get", "update"],
+    },
+    {"apiGroups": ["coordination.k8s.io"], "resources": ["leases"], "verbs": ["create"]},
+]
+
+
+@pytest.mark.parametrize("mode", [[], ["watchNamespaces={a,b}"]])
+def test_leader_election_mode(mode: list[str]) -> None:
+    docs = render(*mode, "leaderElection.enabled=true", "replicas=2", "leaderElection.leaseName=ops")
+    by_kind = kinds(docs)
+    lease_roles = [r for r in by_kind["Role"] if r["metadata"]["name"].endswith("-leader-election")]
+    assert len(lease_roles) == 1
+    assert lease_roles[0]["metadata"]["namespace"] == "wideep-system", (
+        "the Lease lives in the release namespace"
+    )
+    assert lease_roles[0]["rules"] == LEASE_RULES
+    binding = next(b for b in by_kind["RoleBinding"] if b["metadata"]["name"].endswith("-leader-election"))
+    assert binding["roleRef"]["name"] == lease_roles[0]["metadata"]["name"]
+    assert binding["metadata"]["namespace"] == "wideep-system"
+    for role in [*by_kind.get("ClusterRole", []), *by_kind["Role"]]:
+        if role not in lease_roles:
+            assert role["rules"] == OPERATOR_RULES, "Leases are granted in the release namespace only"
     dep = one(docs, "Deployment")
     assert dep["spec"]["replicas"] == 2
     assert dep["spec"]["strategy"]["type"] == "RollingUpdate"
-    assert "--peering=ops" in container(docs)["args"]
-    assert {"name": "POD_ID", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in container(docs)[
-        "env"
-    ]
-    docs = render("peering.enabled=true", "watchNamespaces={a,b}")
-    assert {p["metadata"]["namespace"] for p in kinds(docs)["KopfPeering"]} == {"a", "b"}
-    for role in kinds(docs)["Role"]:
-        assert {"kopfpeerings"} == set(role["rules"][-1]["resources"])
+    args = container(docs)["args"]
+    assert "--leader-elect=ops" in args and "--lease-seconds=15" in args
+    env = container(docs)["env"]
+    assert {"name": "POD_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}} in env
+    assert {"name": "POD_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}} in env
+    assert not any(
+        r["metadata"]["name"].endswith("-leader-election") for r in kinds(render(*mode)).get("Role", [])
+    )
 
 
 def test_every_rendered_flag_is_one_wideep_run_accepts() -> None:
     docs = render(
         "watchNamespaces={a,b}",
-        "peering.enabled=true",
+        "leaderElection.enabled=true",
+        "leaderElection.leaseSeconds=30",
         "operator.verbose=true",
         "operator.resyncSeconds=30",
         "operator.workers=4",
@@ -317,7 +334,7 @@ def test_every_rendered_flag_is_one_wideep_run_accepts() -> None:
     args = container(docs)["args"]
     parsed = build_parser().parse_args(args)
     assert parsed.namespace == ["a", "b"]
-    assert parsed.peering == "wideep-operator"
+    assert (parsed.leader_elect, parsed.lease_seconds) == ("wideep-operator", 30.0)
     assert parsed.log_format == "plain"
     assert (parsed.resync_seconds, parsed.workers, parsed.concurrency, parsed.verbose) == (30.0, 4, 8, True)
     assert parsed.warm_connections == 0, (
@@ -339,7 +356,8 @@ def test_image_digest_wins_over_the_tag() -> None:
     ("sets", "message"),
     [
         (["replicas=-1"], "at '/replicas': minimum: got -1, want 0"),
-        (["replicas=2"], "2 replicas need peering.enabled=true"),
+        (["replicas=2"], "2 replicas need leaderElection.enabled=true"),
+        (["leaderElection.leaseSeconds=1"], "at '/leaderElection/leaseSeconds': minimum: got 1, want 3"),
         (["operator.logFormat=xml"], "at '/operator/logFormat': value must be one of 'json', 'plain'"),
         (["watchNamespaces={Team_A}"], "at '/watchNamespaces/0': 'Team_A' does not match pattern"),
         (["image.tag=latest"], 'image.tag: "latest" is refused'),
@@ -414,7 +432,7 @@ def test_security_scan_of_the_rendered_chart(tmp_path: Path) -> None:
     assert exceptions, "README.md has the table of scanner exceptions"
     renders = {
         "default.yaml": [],
-        "namespaced.yaml": ["watchNamespaces={team-a,team-b}", "peering.enabled=true", "replicas=2"],
+        "namespaced.yaml": ["watchNamespaces={team-a,team-b}", "leaderElection.enabled=true", "replicas=2"],
         "servicemonitor.yaml": ["metrics.serviceMonitor.enabled=true"],
     }
     for name, sets in renders.items():
@@ -672,21 +690,25 @@ def test_install_namespaced_rbac_operator_reaches_ready_upgrade_uninstall(
             delete_namespace(cluster, ns)
 
 
-def test_install_cluster_wide_rbac_with_peering(cluster: LocalCluster, tmp_path: Path) -> None:
-    """Default (cluster-wide) RBAC plus kopf peering: the operator, run with the ServiceAccount's token and
-    --all-namespaces, keeps its peering object and reconciles a ParallelDeployment in any namespace."""
+def test_install_cluster_wide_rbac_with_leader_election(cluster: LocalCluster, tmp_path: Path) -> None:
+    """Default (cluster-wide) RBAC plus leader election: the operator, run with the ServiceAccount's token and
+    --all-namespaces, takes its Lease in the release namespace (and may touch no other Lease) and reconciles a
+    ParallelDeployment in any namespace."""
     op_ns = create_namespace(cluster)
     app_ns = create_namespace(cluster)
     release = f"wideep-{secrets.token_hex(2)}"
-    peering = f"wideep-{secrets.token_hex(3)}"
+    lease = f"wideep-{secrets.token_hex(3)}"
+    lease_path = f"/apis/coordination.k8s.io/v1/namespaces/{op_ns}/leases/{lease}"
     installed = False
     try:
-        proc = cluster.kubectl("apply", "--server-side", "-f", str(PEERING_CRDS))
-        assert proc.returncode == 0, proc.stderr
-        for crd in ("clusterkopfpeerings.kopf.dev", "kopfpeerings.kopf.dev"):
-            proc = cluster.kubectl("wait", "--for=condition=Established", "--timeout=60s", f"crd/{crd}")
-            assert proc.returncode == 0, proc.stderr
-        sets = ["--set", "peering.enabled=true", "--set", f"peering.name={peering}", "--set", "replicas=2"]
+        sets = [
+            "--set",
+            "leaderElection.enabled=true",
+            "--set",
+            f"leaderElection.leaseName={lease}",
+            "--set",
+            "replicas=2",
+        ]
         if _vap_owned_by_someone_else(cluster):
             sets += ["--set", "deprecationWarnings.enabled=false"]
         helm("install", release, str(CHART), "-n", op_ns, *sets, kubeconfig=cluster.kubeconfig)
@@ -696,13 +718,15 @@ def test_install_cluster_wide_rbac_with_peering(cluster: LocalCluster, tmp_path:
         role = cluster.api("GET", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{cluster_name}")
         assert role["rules"][: len(OPERATOR_RULES)] == OPERATOR_RULES
         cluster.api("GET", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{cluster_name}")
-        cluster.api("GET", f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering}")
 
         who = f"system:serviceaccount:{op_ns}:{sa_name}"
         assert _can_i(cluster, who, "list", "pods", "--all-namespaces")
         assert _can_i(cluster, who, "watch", "paralleldeployments.wideep.dev", "--all-namespaces")
-        assert _can_i(cluster, who, "patch", f"clusterkopfpeerings.kopf.dev/{peering}")
-        assert not _can_i(cluster, who, "patch", "clusterkopfpeerings.kopf.dev/someone-else")
+        assert _can_i(cluster, who, "update", f"leases.coordination.k8s.io/{lease}", "-n", op_ns)
+        assert _can_i(cluster, who, "create", "leases.coordination.k8s.io", "-n", op_ns)
+        assert not _can_i(cluster, who, "update", "leases.coordination.k8s.io/someone-else", "-n", op_ns)
+        assert not _can_i(cluster, who, "update", f"leases.coordination.k8s.io/{lease}", "-n", app_ns)
+        assert not _can_i(cluster, who, "create", "leases.coordination.k8s.io", "-n", app_ns)
         assert not _can_i(cluster, who, "get", "secrets", "--all-namespaces")
         assert not _can_i(cluster, who, "get", "nodes")
         assert not _can_i(cluster, who, "create", "clusterroles")
@@ -731,17 +755,14 @@ def test_install_cluster_wide_rbac_with_peering(cluster: LocalCluster, tmp_path:
             },
         }
         with local_operator(
-            kubeconfig, ["--all-namespaces", "--peering", peering], log, {"POD_ID": "chart-test"}
+            kubeconfig,
+            ["--all-namespaces", "--leader-elect", lease],
+            log,
+            {"POD_NAME": "chart-test", "POD_NAMESPACE": op_ns},
         ):
             cluster.wait_for(
-                "our identity in the peering object",
-                lambda: (
-                    "chart-test"
-                    in (
-                        cluster.api("GET", f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering}").get("status")
-                        or {}
-                    )
-                ),
+                "our identity in the Lease",
+                lambda: cluster.api("GET", lease_path)["spec"].get("holderIdentity") == "chart-test",
                 timeout=60,
             )
             _apply_example(cluster, app_ns, doc)
@@ -754,7 +775,9 @@ def test_install_cluster_wide_rbac_with_peering(cluster: LocalCluster, tmp_path:
             cluster.request("GET", f"/apis/rbac.authorization.k8s.io/v1/clusterroles/{cluster_name}")[0]
             == 404
         )
-        assert cluster.request("GET", f"/apis/kopf.dev/v1/clusterkopfpeerings/{peering}")[0] == 404
+        assert cluster.api("GET", lease_path)["spec"].get("holderIdentity") in (None, ""), (
+            "the operator released its Lease when it stopped"
+        )
         assert _ready(cluster, app_ns, "small") is not None, "the ParallelDeployment outlives the release"
     finally:
         if installed:

@@ -215,7 +215,7 @@ def test_installed_wideep_runs_from_the_image_layout(image_venv: Path) -> None:
     for flag in (
         "--namespace",
         "--all-namespaces",
-        "--peering",
+        "--leader-elect",
         "--liveness-port",
         "--metrics-port",
         "--log-format",

@@ -179,8 +179,14 @@ class Operator:
     """`python -m wideep run` as a subprocess, scoped to namespaces, with its metrics and health ports."""
 
     def __init__(
-        self, cluster: LocalCluster, namespaces: list[str], log_dir: Path, extra: list[str] | None = None
+        self,
+        cluster: LocalCluster,
+        namespaces: list[str],
+        log_dir: Path,
+        extra: list[str] | None = None,
+        env: dict[str, str] | None = None,
     ):
+        self.env = env or {}
         self.cluster = cluster
         self.namespaces = namespaces
         self.log_path = log_dir / f"operator-{int(time.time() * 1000)}.log"
@@ -200,7 +206,7 @@ class Operator:
             str(self.metrics_port),
             *self.extra,
         ]
-        env = {**os.environ, **self.cluster.env(), "PYTHONPATH": str(ROOT / "operator")}
+        env = {**os.environ, **self.cluster.env(), "PYTHONPATH": str(ROOT / "operator"), **self.env}
         log = self.log_path.open("ab")
         self.proc = subprocess.Popen(
             args, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True

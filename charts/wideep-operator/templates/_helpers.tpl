@@ -53,8 +53,8 @@ app.kubernetes.io/part-of: wideep
 
 {{/* Cross-field checks that a JSON schema cannot word clearly. */}}
 {{- define "wideep.validate" -}}
-{{- if and (gt (int .Values.replicas) 1) (not .Values.peering.enabled) -}}
-{{- fail (printf "replicas: %d replicas need peering.enabled=true; without kopf peering every replica would reconcile every ParallelDeployment at once" (int .Values.replicas)) -}}
+{{- if and (gt (int .Values.replicas) 1) (not .Values.leaderElection.enabled) -}}
+{{- fail (printf "replicas: %d replicas need leaderElection.enabled=true; without leader election every replica would reconcile every ParallelDeployment at once" (int .Values.replicas)) -}}
 {{- end -}}
 {{- if eq (int .Values.operator.livenessPort) (int .Values.metrics.port) -}}
 {{- fail (printf "operator.livenessPort and metrics.port must differ (both are %d)" (int .Values.metrics.port)) -}}
@@ -81,12 +81,3 @@ app.kubernetes.io/part-of: wideep
   verbs: ["create", "patch"]
 {{- end -}}
 
-{{- define "wideep.peeringRules" -}}
-- apiGroups: ["kopf.dev"]
-  resources: [{{ if .Values.watchNamespaces }}"kopfpeerings"{{ else }}"clusterkopfpeerings"{{ end }}]
-  resourceNames: [{{ .Values.peering.name | quote }}]
-  verbs: ["get", "patch"]
-- apiGroups: ["kopf.dev"]
-  resources: [{{ if .Values.watchNamespaces }}"kopfpeerings"{{ else }}"clusterkopfpeerings"{{ end }}]
-  verbs: ["list", "watch"]
-{{- end -}}

@@ -22,6 +22,7 @@ from prometheus_client import start_http_server
 from wideep.api import constants as c
 from wideep.reconcile.informer import Informer
 from wideep.reconcile.kube import Credentials, KubeClient, load_credentials
+from wideep.reconcile.leader import LEASE_SECONDS, LeaderElector
 from wideep.reconcile.metrics import Metrics
 from wideep.reconcile.reconciler import STATUS_PROGRESS_SECONDS, Reconciler
 from wideep.reconcile.state import Cache, Key, WorkQueue
@@ -51,6 +52,17 @@ class NoDiffBase(kopf.DiffBaseStorage):
         return None
 
 
+@dataclasses.dataclass(frozen=True)
+class LeaderConfig:
+    """Leader election: the Lease ``namespace/name``, this replica's ``identity`` in it, and the Lease's
+    duration (renew deadline 2/3 of it, retry period 2/15 of it: 10 s and 2 s for the default 15 s)."""
+
+    namespace: str
+    name: str
+    identity: str
+    lease_seconds: float = LEASE_SECONDS
+
+
 @dataclasses.dataclass
 class Runtime:
     creds: Credentials
@@ -67,6 +79,12 @@ class Runtime:
     namespaces: tuple[str, ...] = ()
     informers: list[Informer] = dataclasses.field(default_factory=list)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
+    leader_election: LeaderConfig | None = None  # None: this process acts from the start
+    leader: LeaderElector | None = None
+    # kopf's stop flag, set when the Lease is lost. An asyncio.Event: kopf waits for a threading.Event in an
+    # executor thread.
+    stop: threading.Event | asyncio.Event = dataclasses.field(default_factory=asyncio.Event)
+    lost_leadership: bool = False
 
 
 async def start_informers(rt: Runtime) -> None:
@@ -110,6 +128,53 @@ async def start_informers(rt: Runtime) -> None:
     )
 
 
+async def start_runtime(rt: Runtime) -> None:
+    """Connections, informers, reconciler and workers: from here on this process acts on the cluster."""
+    assert rt.kube is not None
+    rt.queue = WorkQueue()
+    if rt.warm_connections:
+        # Writes come in bursts (a group created or restarted): their connections are open beforehand.
+        await rt.kube.warm(rt.warm_connections)
+        rt.tasks.append(asyncio.create_task(rt.kube.keep_warm(rt.warm_connections), name="wideep-keep-warm"))
+    await start_informers(rt)
+    rt.reconciler = Reconciler(
+        rt.kube,
+        rt.cache,
+        rt.queue,
+        rt.metrics,
+        resync_seconds=rt.resync_seconds,
+        status_progress_seconds=rt.status_progress_seconds,
+    )
+    warmed = warm_up()  # the first group's pass runs warm code, like its writes run on warm connections
+    log.debug("warmed up the pass pipeline in %.1f ms", warmed.seconds * 1000)
+    # What start-up made (modules, schemas, the primed cache) lives as long as the process: moved out of the
+    # collector's reach, a full collection no longer walks it (~58k objects, ~27 ms a pause here, which used
+    # to fall into a group's passes and stretch their pacing).
+    gc.collect()
+    gc.freeze()
+    rt.queue.start(rt.workers, rt.reconciler.process)
+    log.info("wideep operator started: %d workers, %d concurrent API calls", rt.workers, rt.concurrency)
+
+
+async def lead(rt: Runtime) -> None:
+    """Wait for the Lease, act while holding it; once it is lost, stop acting at once and stop the process
+    (its Deployment starts it again, as a standby)."""
+    assert rt.leader is not None
+    try:
+        await rt.leader.acquire()
+        await start_runtime(rt)
+        await rt.leader.hold()
+    except Exception:
+        log.exception("leader election failed: stopping")
+    if rt.queue is not None:
+        await rt.queue.stop()  # no pass may start, or finish its writes, once another replica may lead
+    for task in rt.tasks:
+        if task is not asyncio.current_task():
+            task.cancel()
+    rt.lost_leadership = True
+    rt.stop.set()
+
+
 def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
@@ -139,31 +204,22 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
         rt.kube = KubeClient(
             rt.creds, concurrency=rt.concurrency, on_connection=rt.metrics.api_connections.inc
         )
-        rt.queue = WorkQueue()
-        if rt.warm_connections:
-            # Writes come in bursts (a group created or restarted): their connections are open beforehand.
-            await rt.kube.warm(rt.warm_connections)
-            rt.tasks.append(
-                asyncio.create_task(rt.kube.keep_warm(rt.warm_connections), name="wideep-keep-warm")
-            )
-        await start_informers(rt)
-        rt.reconciler = Reconciler(
+        if rt.leader_election is None:
+            await start_runtime(rt)
+            return
+        lc = rt.leader_election
+        rt.leader = LeaderElector(
             rt.kube,
-            rt.cache,
-            rt.queue,
-            rt.metrics,
-            resync_seconds=rt.resync_seconds,
-            status_progress_seconds=rt.status_progress_seconds,
+            lc.namespace,
+            lc.name,
+            lc.identity,
+            lease_seconds=lc.lease_seconds,
+            renew_deadline_seconds=lc.lease_seconds * 2 / 3,
+            retry_seconds=lc.lease_seconds / 7.5,
         )
-        warmed = warm_up()  # the first group's pass runs warm code, like its writes run on warm connections
-        log.debug("warmed up the pass pipeline in %.1f ms", warmed.seconds * 1000)
-        # What start-up made (modules, schemas, the primed cache) lives as long as the process: moved out of
-        # the collector's reach, a full collection no longer walks it (~58k objects, ~27 ms a pause here,
-        # which used to fall into a group's passes and stretch their pacing).
-        gc.collect()
-        gc.freeze()
-        rt.queue.start(rt.workers, rt.reconciler.process)
-        log.info("wideep operator started: %d workers, %d concurrent API calls", rt.workers, rt.concurrency)
+        # A standby replica is live (kopf, /healthz, its cache of ParallelDeployments) but acts only once it
+        # holds the Lease; it is started in the background so that kopf finishes starting meanwhile.
+        rt.tasks.append(asyncio.create_task(lead(rt), name="wideep-leader-election"))
 
     @kopf.on.cleanup(registry=registry)
     async def cleanup(**_: Any) -> None:
@@ -174,8 +230,13 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
                 await task
         if rt.queue is not None:
             await rt.queue.stop()
+        if rt.leader is not None:
+            await rt.leader.release()  # after the last pass: the next leader starts at once
         if rt.kube is not None:
             await rt.kube.close()
+        # kopf waits for its stop flag in a task it does not cancel when a signal stops it, then gives such
+        # tasks 5 s: raising the flag now lets the process exit at once.
+        rt.stop.set()
         log.info("wideep operator stopped")
 
     @kopf.on.probe(id="queue", registry=registry)
@@ -204,8 +265,7 @@ def run_operator(
     *,
     namespaces: Sequence[str] = (),
     all_namespaces: bool = False,
-    standalone: bool = True,
-    peering: str | None = None,
+    leader_election: LeaderConfig | None = None,
     liveness_port: int = 8080,
     metrics_port: int = 9090,
     log_format: str = "json",
@@ -225,8 +285,11 @@ def run_operator(
     )
     for noisy in ("kopf.objects", "kopf.activities.probe"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.DEBUG)
+    creds = runtime.creds if runtime is not None else load_credentials()
+    if leader_election is not None and not leader_election.namespace:
+        leader_election = dataclasses.replace(leader_election, namespace=creds.namespace or "default")
     rt = runtime or Runtime(
-        creds=load_credentials(),
+        creds=creds,
         metrics=Metrics(),
         workers=workers,
         concurrency=concurrency,
@@ -234,18 +297,20 @@ def run_operator(
         resync_seconds=resync_seconds,
         status_progress_seconds=status_progress_seconds,
         namespaces=tuple(namespaces),
+        leader_election=leader_election,
     )
+    if stop_flag is not None:
+        rt.stop = stop_flag
     if metrics_port:
         start_http_server(metrics_port, addr=bind_address, registry=rt.metrics.registry)
     registry = build_registry(rt)
     kopf.run(
         registry=registry,
-        standalone=peering is None and standalone,
-        peering_name=peering,
+        standalone=True,  # no kopf peering: replicas elect a leader with a Lease (reconcile/leader.py)
         namespaces=list(namespaces),
         clusterwide=all_namespaces or not namespaces,
         liveness_endpoint=f"http://{bind_address}:{liveness_port}/healthz" if liveness_port else None,
-        stop_flag=stop_flag,
+        stop_flag=rt.stop,
         ready_flag=ready_flag,
     )
-    return 0
+    return 1 if rt.lost_leadership else 0

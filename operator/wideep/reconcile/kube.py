@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import os
 import ssl
 import tempfile
@@ -236,7 +237,10 @@ class KubeClient:
         content_type: str = "application/json",
         write_kind: str | None = None,
         retries: int = 4,
+        unlimited: bool = False,
     ) -> Any:
+        """``unlimited``: not behind the writes' concurrency limit and connection pool (the Lease's renewals,
+        which must not wait for a burst of a thousand pod creates to drain)."""
         url = self.creds.server + path
         if params:
             url += "?" + urlencode(params)
@@ -251,12 +255,13 @@ class KubeClient:
         delay = 0.2
         for attempt in range(retries + 1):
             try:
-                async with self._sem:
+                async with self._sem if not unlimited else contextlib.nullcontext():
                     if write_kind is not None:
                         self.writes[write_kind] += 1
                     else:
                         self.reads[method] += 1
-                    async with self._get_session().request(method, url, data=data, headers=headers) as resp:
+                    session = self._get_watch_session() if unlimited else self._get_session()
+                    async with session.request(method, url, data=data, headers=headers) as resp:
                         raw = await resp.read()
                         if resp.status < 400:
                             return orjson.loads(raw) if raw else {}
