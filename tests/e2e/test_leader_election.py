@@ -64,6 +64,14 @@ class Replicas:
         self.started.append(op)
         return op
 
+    def leader_and_standby(self) -> tuple[Operator, Operator]:
+        """replica-a, once it holds the Lease, and replica-b started after it."""
+        a = self.start("replica-a")
+        wait_until(
+            "replica-a holds the Lease", lambda: holder(self.cluster, self.ns) == "replica-a", timeout=30
+        )
+        return a, self.start("replica-b")
+
 
 @pytest.fixture
 def replicas(
@@ -82,9 +90,7 @@ def replicas(
 def test_one_replica_acts_and_a_standby_takes_over_when_it_stops(
     cluster: LocalCluster, kube: Kube, namespace: str, replicas: Replicas
 ) -> None:
-    a = replicas.start("replica-a")
-    wait_until("replica-a holds the Lease", lambda: holder(cluster, namespace) == "replica-a", timeout=30)
-    b = replicas.start("replica-b")
+    a, b = replicas.leader_and_standby()
     assert kube.apply(pdep("first", namespace, dp=2)).returncode == 0
     kube.wait_ready(namespace, "first", timeout=60)
     time.sleep(1.0)
@@ -112,9 +118,7 @@ def test_one_replica_acts_and_a_standby_takes_over_when_it_stops(
 def test_a_dead_leader_is_replaced_after_the_lease_runs_out(
     cluster: LocalCluster, kube: Kube, namespace: str, replicas: Replicas
 ) -> None:
-    a = replicas.start("replica-a")
-    wait_until("replica-a holds the Lease", lambda: holder(cluster, namespace) == "replica-a", timeout=30)
-    b = replicas.start("replica-b")
+    a, b = replicas.leader_and_standby()
     time.sleep(1.0)
     a.kill()  # SIGKILL: nothing released
     killed = time.monotonic()

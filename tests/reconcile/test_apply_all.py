@@ -54,14 +54,11 @@ def test_each_write_is_sent_before_the_next_is_prepared() -> None:
         assert w.log.index(f"send p{i}") < w.log.index(f"prepare p{i + 1}"), w.log
 
 
-def test_a_plain_gather_would_prepare_them_all_first() -> None:
-    """The behaviour _apply_all exists to avoid (so the test above can fail)."""
+def test_writes_started_at_once_are_all_prepared_before_the_first_is_sent() -> None:
+    """What _apply_all does past the concurrency, and what a plain gather did to every write (so the test
+    above can fail)."""
     w = Writes()
-
-    async def gathered() -> None:
-        await asyncio.gather(*(w.apply(("ns", "g"), o) for o in objs(4)))
-
-    asyncio.run(gathered())
+    asyncio.run(Reconciler._apply_all(fake(w, concurrency=0), ("ns", "g"), objs(4)))
     assert w.log.index("prepare p3") < w.log.index("send p0")
 
 

@@ -192,5 +192,10 @@ def test_timings_must_nest(lease: float, deadline: float, retry: float) -> None:
         elector(ScriptedApi(), lease_seconds=lease, renew_deadline_seconds=deadline, retry_seconds=retry)
 
 
+def test_the_default_timings_are_shares_of_the_lease() -> None:
+    e = elector(ScriptedApi(), lease_seconds=15)
+    assert (e.renew_deadline_seconds, e.retry_seconds) == pytest.approx((10.0, 2.0))
+
+
 def test_lease_path() -> None:
     assert lease_path("ns", "l") == "/apis/coordination.k8s.io/v1/namespaces/ns/leases/l"

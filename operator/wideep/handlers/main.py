@@ -55,7 +55,7 @@ class NoDiffBase(kopf.DiffBaseStorage):
 @dataclasses.dataclass(frozen=True)
 class LeaderConfig:
     """Leader election: the Lease ``namespace/name``, this replica's ``identity`` in it, and the Lease's
-    duration (renew deadline 2/3 of it, retry period 2/15 of it: 10 s and 2 s for the default 15 s)."""
+    duration (the renew deadline and retry period are shares of it: leader.py)."""
 
     namespace: str
     name: str
@@ -214,8 +214,6 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
             lc.name,
             lc.identity,
             lease_seconds=lc.lease_seconds,
-            renew_deadline_seconds=lc.lease_seconds * 2 / 3,
-            retry_seconds=lc.lease_seconds / 7.5,
         )
         # A standby replica is live (kopf, /healthz, its cache of ParallelDeployments) but acts only once it
         # holds the Lease; it is started in the background so that kopf finishes starting meanwhile.

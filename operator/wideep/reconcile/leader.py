@@ -25,8 +25,8 @@ from .kube import KubeClient, KubeError
 log = logging.getLogger("wideep.leader")
 
 LEASE_SECONDS = 15.0
-RENEW_DEADLINE_SECONDS = 10.0
-RETRY_SECONDS = 2.0
+RENEW_DEADLINE_SHARE = 2 / 3  # of the Lease duration: 10 s of 15 s
+RETRY_SHARE = 2 / 15  # of the Lease duration: 2 s of 15 s
 
 
 def lease_path(namespace: str, name: str | None = None) -> str:
@@ -47,10 +47,15 @@ class LeaderElector:
         identity: str,
         *,
         lease_seconds: float = LEASE_SECONDS,
-        renew_deadline_seconds: float = RENEW_DEADLINE_SECONDS,
-        retry_seconds: float = RETRY_SECONDS,
+        renew_deadline_seconds: float | None = None,
+        retry_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
+        """The renew deadline and retry period default to their shares of ``lease_seconds``."""
+        if renew_deadline_seconds is None:
+            renew_deadline_seconds = lease_seconds * RENEW_DEADLINE_SHARE
+        if retry_seconds is None:
+            retry_seconds = lease_seconds * RETRY_SHARE
         if not 0 < retry_seconds < renew_deadline_seconds < lease_seconds:
             raise ValueError("leader election needs 0 < retry < renew deadline < lease duration")
         self.kube = kube
