@@ -23,7 +23,7 @@ from typing import Any, Self
 import yaml
 
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster, stop_group
+from wideep.devcluster.cluster import EXIT_LABEL, LocalCluster, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -67,6 +67,17 @@ def install_crd(cluster: LocalCluster) -> None:
     cluster.wait_for(f"crd/{c.CRD_NAME} Established", established, timeout=60, interval=0.1)
 
 
+def add_pool_node(cluster: LocalCluster, pool: str, name: str, gpus: int) -> None:
+    """A fake node labelled and tainted ``pool=<pool>`` (see tainted_pool)."""
+    cluster.create_fake_node(name, gpus=gpus, labels={"pool": pool})
+    cluster.api(
+        "PATCH",
+        f"/api/v1/nodes/{name}",
+        {"spec": {"taints": [{"key": "pool", "value": pool, "effect": "NoSchedule"}]}},
+        content_type="application/merge-patch+json",
+    )
+
+
 @contextlib.contextmanager
 def tainted_pool(
     cluster: LocalCluster, value: str, nodes: int, *, gpus: int = 8, drain_timeout: float = 0
@@ -76,13 +87,7 @@ def tainted_pool(
     afterwards (after waiting up to ``drain_timeout`` s for pods to leave them)."""
     names = [f"{value}-{i}" for i in range(nodes)]
     for name in names:
-        cluster.create_fake_node(name, gpus=gpus, labels={"pool": value})
-        cluster.api(
-            "PATCH",
-            f"/api/v1/nodes/{name}",
-            {"spec": {"taints": [{"key": "pool", "value": value, "effect": "NoSchedule"}]}},
-            content_type="application/merge-patch+json",
-        )
+        add_pool_node(cluster, value, name, gpus)
 
     def ready() -> bool:
         items = cluster.api("GET", f"/api/v1/nodes?labelSelector=pool%3D{value}")["items"]
@@ -360,6 +365,19 @@ class Kube:
         patch = {"metadata": {"labels": {"pod-container-running-failed.stage.kwok.x-k8s.io": "true"}}}
         self.cluster.api(
             "PATCH", f"/api/v1/namespaces/{ns}/pods/{pod}", patch, content_type="application/merge-patch+json"
+        )
+
+    def exit_pod(self, ns: str, pod: str, message: str = "") -> None:
+        """kwok ends the Running pod's containers with exit code 0 and the pod Succeeded (our stage
+        pod-exited.yaml): what a vLLM rank does when a DP peer died."""
+        meta: dict[str, Any] = {"labels": {EXIT_LABEL: "true"}}
+        if message:
+            meta["annotations"] = {f"{EXIT_LABEL}/message": message}
+        self.cluster.api(
+            "PATCH",
+            f"/api/v1/namespaces/{ns}/pods/{pod}",
+            {"metadata": meta},
+            content_type="application/merge-patch+json",
         )
 
     def delete_all(self, ns: str, timeout: float = 120) -> None:

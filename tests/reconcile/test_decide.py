@@ -431,3 +431,128 @@ def test_conditions_keep_transition_time_when_unchanged() -> None:
 )
 def test_backoff_table(done: int, base: int, cap: int, want: float) -> None:
     assert backoff_seconds(done, base, cap) == want
+
+
+# ------------------------------------------------------------------ stopped ranks: every form is an incident
+
+
+def _terminated(name: str, code: int, reason: str, message: str = "") -> dict[str, Any]:
+    return {
+        "name": name,
+        "restartCount": 0,
+        "state": {"terminated": {"exitCode": code, "reason": reason, "message": message}},
+    }
+
+
+def _running(name: str) -> dict[str, Any]:
+    return {"name": name, "restartCount": 0, "ready": True, "state": {"running": {}}}
+
+
+READY = [{"type": "Ready", "status": "True"}]
+SHUTDOWN = "EngineCore encountered an issue. See stack trace (above) for the root cause.\nShutting down"
+STOPPED_FORMS: dict[str, dict[str, Any]] = {
+    # a vLLM rank that lost a DP peer shuts down in order and exits 0: the pod ends Succeeded
+    "succeeded-exit-0": {
+        "phase": "Succeeded",
+        "containerStatuses": [_terminated("vllm", 0, "Completed", SHUTDOWN)],
+    },
+    "failed-exit-1": {"phase": "Failed", "containerStatuses": [_terminated("vllm", 1, "Error", "boom")]},
+    "failed-signal": {"phase": "Failed", "containerStatuses": [_terminated("vllm", 137, "OOMKilled")]},
+    # the kubelet has not moved the phase yet (or another container still runs): still Running, even Ready
+    "running-serving-exited-0": {
+        "phase": "Running",
+        "conditions": READY,
+        "containerStatuses": [_terminated("vllm", 0, "Completed"), _running("sidecar")],
+    },
+    "running-serving-exited-2": {
+        "phase": "Running",
+        "conditions": READY,
+        "containerStatuses": [_terminated("vllm", 2, "Error", "fatal")],
+    },
+    "running-init-failed": {
+        "phase": "Running",
+        "initContainerStatuses": [_terminated("preflight", 3, "Error", "rank 1 missing")],
+        "containerStatuses": [_running("vllm")],
+    },
+    "succeeded-no-statuses": {"phase": "Succeeded"},
+}
+# (reason in status, exit code, container, words of lastRestartReason, verb of the RankFailed event)
+STOPPED_WANT: dict[str, tuple[str, int | None, str | None, str, str]] = {
+    "succeeded-exit-0": ("Completed", 0, "vllm", "exited (exit code 0, container vllm)", "exited"),
+    "failed-exit-1": ("Error", 1, "vllm", "failed (Error)", "failed"),
+    "failed-signal": ("OOMKilled", 137, "vllm", "failed (OOMKilled)", "failed"),
+    "running-serving-exited-0": ("Completed", 0, "vllm", "exited (exit code 0, container vllm)", "exited"),
+    "running-serving-exited-2": ("Error", 2, "vllm", "failed (Error)", "failed"),
+    "running-init-failed": ("Error", 3, "preflight", "failed (Error)", "failed"),
+    "succeeded-no-statuses": ("Succeeded", None, None, "exited (Succeeded)", "exited"),
+}
+
+
+@pytest.mark.parametrize("coming_up", [False, True], ids=["ready-group", "coming-up"])
+@pytest.mark.parametrize("form", list(STOPPED_FORMS))
+def test_every_stopped_rank_restarts_the_group_once(form: str, coming_up: bool) -> None:
+    if coming_up:  # every pod created, none Ready yet
+        w = World(make_pdep(4))
+        w.step()
+        for p in w.pods.values():
+            p["spec"]["nodeName"] = "n1"
+            p["status"] = {"phase": "Running", "containerStatuses": [_running("vllm")]}
+        w.step()
+        assert w.cond(c.COND_READY)["status"] == "False"
+    else:
+        w = ready_world()
+    w.pods["g-1"]["status"] = copy.deepcopy(STOPPED_FORMS[form])
+    d = w.step()
+    assert d.restarted, f"{form}: not an incident"
+    assert sorted(n for k, n, _ in d.delete if k == "Pod") == ["g-0", "g-1", "g-2", "g-3"]
+    reason, code, container, says, verb = STOPPED_WANT[form]
+    failure = w.pdep["status"]["ranks"][1]["lastFailure"]
+    assert (failure["reason"], failure.get("exitCode"), failure.get("container")) == (reason, code, container)
+    assert failure["pod"] == "g-1" and failure["groupGeneration"] == 1
+    assert w.pdep["status"]["lastRestartReason"] == f"rank pod g-1 {says}"
+    events = [e for e in d.events if e.reason == c.EVENT_RANK_FAILED]
+    assert len(events) == 1 and events[0].message.startswith(f"rank pod g-1 {verb}: ") and events[0].warning
+    assert w.pdep["status"]["groupRestarts"] == 1
+    d = w.step()  # the old pods are gone: the whole new generation at once, and no second restart
+    assert not d.restarted and len([o for o in d.apply if o["kind"] == "Pod"]) == 4
+    w.run_all()
+    w.step()
+    assert w.cond(c.COND_READY)["status"] == "True" and w.pdep["status"]["groupRestarts"] == 1
+
+
+def test_an_exit_0_message_reaches_the_event() -> None:
+    w = ready_world()
+    w.pods["g-1"]["status"] = copy.deepcopy(STOPPED_FORMS["succeeded-exit-0"])
+    d = w.step()
+    event = next(e for e in d.events if e.reason == c.EVENT_RANK_FAILED)
+    assert event.message == "rank pod g-1 exited: Completed, exit code 0, container vllm: Shutting down"
+
+
+@pytest.mark.parametrize(
+    "status",
+    [
+        {  # the preflight init container did its job
+            "phase": "Running",
+            "conditions": READY,
+            "initContainerStatuses": [_terminated("preflight", 0, "Completed")],
+            "containerStatuses": [_running("vllm")],
+        },
+        {"phase": "Running", "conditions": READY, "containerStatuses": [_running("vllm")]},
+    ],
+    ids=["init-completed", "running"],
+)
+def test_a_finished_init_container_is_no_incident(status: dict[str, Any]) -> None:
+    w = ready_world()
+    w.pods["g-1"]["status"] = status
+    d = w.step()
+    assert not d.restarted and d.delete == [] and w.cond(c.COND_READY)["status"] == "True"
+
+
+def test_a_rank_whose_serving_container_stopped_does_not_count_as_ready() -> None:
+    """The kubelet may report the pod Ready for a moment after its container exited: it is not a ready rank
+    (restartPolicy Never: the budget-exhausted group shows it)."""
+    w = ready_world(policy="Never")
+    w.pods["g-1"]["status"] = copy.deepcopy(STOPPED_FORMS["running-serving-exited-0"])
+    w.step()
+    assert w.pdep["status"]["readyRanks"] == 3 and not w.pdep["status"]["ranks"][1]["ready"]
+    assert w.cond(c.COND_READY)["reason"] == c.REASON_RANK_FAILED

@@ -27,6 +27,9 @@ MUTATIONS = (
     "pending",
     # facts
     "fail",
+    "exit0",
+    "container-exited",
+    "init-failed",
     "restart",
     "terminating",
     "unschedulable",
@@ -58,6 +61,33 @@ def mutate(pod: dict[str, Any], what: str) -> None:
         status["phase"] = "Failed"
         status["containerStatuses"] = [
             {"name": "vllm", "restartCount": 0, "state": {"terminated": {"exitCode": 1, "reason": "Error"}}}
+        ]
+    elif what == "exit0":  # a vLLM rank that lost a DP peer shuts down in order and exits 0
+        status["phase"] = "Succeeded"
+        status["containerStatuses"] = [
+            {
+                "name": "vllm",
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+            }
+        ]
+    elif what == "container-exited":  # the serving container stopped, the pod still reported Running
+        spec.setdefault("nodeName", "n1")
+        status["phase"] = "Running"
+        status["containerStatuses"] = [
+            {
+                "name": "vllm",
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 0, "reason": "Completed"}},
+            }
+        ]
+    elif what == "init-failed":
+        status["initContainerStatuses"] = [
+            {
+                "name": "preflight",
+                "restartCount": 0,
+                "state": {"terminated": {"exitCode": 3, "reason": "Error"}},
+            }
         ]
     elif what == "restart":
         status["containerStatuses"] = [{"name": "vllm", "restartCount": 1, "state": {"running": {}}}]

@@ -228,6 +228,13 @@ def _bound(p: dict[str, Any]) -> dict[str, Any]:
     return p
 
 
+def _exited(p: dict[str, Any]) -> dict[str, Any]:
+    p["status"]["containerStatuses"] = [
+        {"name": "vllm", "restartCount": 0, "state": {"terminated": {"exitCode": 0, "reason": "Completed"}}}
+    ]
+    return p
+
+
 @pytest.mark.parametrize(
     ("event", "changed"),
     [
@@ -235,6 +242,11 @@ def _bound(p: dict[str, Any]) -> dict[str, Any]:
         (lambda cache: cache.put_child(_bound(pod("g-0", "a", 2))), False),  # bound to a node
         (lambda cache: cache.put_child(pod("g-0", "a", 2)), False),  # Running
         (lambda cache: cache.put_child(pod("g-0", "a", 2, phase="Failed")), True),
+        (lambda cache: cache.put_child(pod("g-0", "a", 2, phase="Succeeded")), True),  # a rank that exited 0
+        (
+            lambda cache: cache.put_child(_exited(pod("g-0", "a", 2))),
+            True,
+        ),  # still Running, container stopped
         (lambda cache: cache.put_child(ready_pod("g-0", "a", 2, deleting=True)), True),
         (lambda cache: cache.put_child(pod("g-0", "a2", 2)), True),  # another pod under the name
         (lambda cache: cache.put_child(pod("g-0", "a", 2, owner=None)), True),
@@ -247,6 +259,8 @@ def _bound(p: dict[str, Any]) -> dict[str, Any]:
         "bound",
         "running",
         "failed",
+        "succeeded",
+        "container-exited",
         "terminating",
         "new-uid",
         "owner-removed",
@@ -334,6 +348,8 @@ def test_the_echo_of_a_create_in_flight_is_not_noted() -> None:
     cache.put_child(_service(3))
     assert not cache.pop_changed(KEY)
     cache.put_child(pod("g-1", "b", 4, phase="Failed"))  # failed before its create was answered
+    assert cache.pop_changed(KEY)
+    cache.put_child(pod("g-1", "b", 5, phase="Succeeded"))  # and then reported as exited 0: news too
     assert cache.pop_changed(KEY)
     cache.creating(KEY, created, False)
     cache.delete_child(pod("g-0", "a", 5))

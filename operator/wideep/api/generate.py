@@ -173,6 +173,24 @@ def api_md() -> str:
         "- An invalid change is refused at admission; if one gets past (an older CRD), the running group is left "
         "untouched and `Valid=False` says why.",
         "",
+        "## What counts as a lost rank",
+        "",
+        "Any of these in a rank pod of the current group generation is an incident: one gang restart "
+        "(`spec.restartPolicy`), its forensics in `status.ranks[].lastFailure` and a `RankFailed` event.",
+        "",
+        "- The pod is `Failed` or `Succeeded`, whatever the exit code. A vLLM rank whose DP peer died shuts "
+        "down in order and exits 0, so `Succeeded` is a lost rank too; the restart reason then says "
+        "`exited (exit code 0, ...)` instead of `failed (...)`.",
+        "- A serving container terminated while the pod is still reported `Running` (every container of a "
+        "rank pod must run for the pod's lifetime; one-shot work belongs in an init container), or an init "
+        "container that ended with a non-zero exit code. An init container that ended with 0 has done its job.",
+        "- A container restarted, or the pod is being deleted, evicted or gone.",
+        "",
+        "The message in `lastFailure` is the container's termination message; with the "
+        "`terminationMessagePolicy: FallbackToLogsOnError` the operator sets, that is the last log lines of a "
+        "container that failed. The kubelet falls back to the logs only on a non-zero exit, so a rank that "
+        "exited 0 carries only what it wrote to its termination-message file (vLLM writes none).",
+        "",
         "Environment variables owned by the operator: "
         + ", ".join(f"`{e}`" for e in RESERVED_ENV)
         + ", `WIDEEP_*`.",

@@ -238,8 +238,9 @@ class RestartPolicy(_Model):
     """Gang restart: a DP+EP group is fail-stop, so one failed rank restarts the whole group."""
 
     policy: Literal["RecreateGroup", "Never"] = "RecreateGroup"
-    """RecreateGroup: recreate every pod of the group when any rank fails, restarts, is deleted or
-    evicted. Never: report the failure and leave the pods as they are."""
+    """RecreateGroup: recreate every pod of the group when any rank is lost: its process stopped for any
+    reason and with any exit code (a vLLM rank that lost a DP peer exits 0), a container restarted, or the
+    pod was deleted or evicted. Never: report the loss and leave the pods as they are."""
     max_restarts: int = Field(default=5, ge=0, le=1000)
     """Group restarts allowed before the deployment stops with Ready=False, reason
     RestartBudgetExhausted. A spec change or a new value of the annotation wideep.dev/retry resets it."""

@@ -45,6 +45,10 @@ from .certs import Pki, write_pki
 REPO_ROOT = Path(__file__).resolve().parents[3]
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
+# wideep's own kwok stages, beside kwok's shipped ones (build.py): exited.stage.wideep.dev=true ends a Running
+# pod with exit code 0 (phase Succeeded), as a vLLM rank does after losing a DP peer.
+OWN_STAGES = Path(__file__).resolve().parent / "stages"
+EXIT_LABEL = "exited.stage.wideep.dev"
 GPU_RESOURCE = "nvidia.com/gpu"
 NOT_READY_TAINT = "node.kubernetes.io/not-ready"
 SERVICE_ACCOUNT_ISSUER = "https://kubernetes.default.svc.cluster.local"
@@ -570,6 +574,7 @@ class LocalCluster:
         stages = sorted(stagedir.glob("*.yaml"))
         if not stages:
             raise ClusterError(f"no kwok stage files in {stagedir}")
+        stages += sorted(OWN_STAGES.glob("*.yaml"))
         return [
             f"--kubeconfig={kc_dir / 'kwok'}",
             "--manage-all-nodes=false",

@@ -93,14 +93,45 @@ def is_ready(pod: dict[str, Any]) -> bool:
 
 
 def pod_counts_ready(pod: dict[str, Any]) -> bool:
-    """A rank pod that counts as ready: Ready and not on its way out."""
-    return is_ready(pod) and not is_terminating(pod)
+    """A rank pod that counts as ready: Ready, not on its way out, and no container of it stopped (the
+    kubelet may still report the pod Ready for a moment after its serving container exited)."""
+    return is_ready(pod) and not is_terminating(pod) and not stopped_containers(pod)
 
 
 def restart_count(pod: dict[str, Any]) -> int:
     st = pod.get("status") or {}
     statuses = (st.get("containerStatuses") or []) + (st.get("initContainerStatuses") or [])
     return sum(int(cs.get("restartCount") or 0) for cs in statuses)
+
+
+def _terminated(cs: dict[str, Any]) -> dict[str, Any] | None:
+    return (cs.get("state") or {}).get("terminated") or None
+
+
+def stopped_containers(pod: dict[str, Any]) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+    """The (container status, terminated state) of every container that has stopped for good: a serving
+    container terminated for any reason and with any exit code (rank pods run with restartPolicy Never, so
+    a terminated serving container never comes back), and an init container that ended with a non-zero
+    exit code. An init container that ended with 0 has done its job. Serving containers come first."""
+    st = pod.get("status") or {}
+    out: list[tuple[dict[str, Any], dict[str, Any]]] = []
+    for cs in st.get("containerStatuses") or []:
+        term = _terminated(cs)
+        if term is not None:
+            out.append((cs, term))
+    for cs in st.get("initContainerStatuses") or []:
+        term = _terminated(cs)
+        if term is not None and term.get("exitCode") not in (None, 0):
+            out.append((cs, term))
+    return out
+
+
+def is_stopped(pod: dict[str, Any]) -> bool:
+    """A rank pod whose rank process has ended, for any reason: phase Succeeded (every container exited 0: a
+    vLLM rank that lost a DP peer shuts down in order and exits 0) or Failed, or a container that stopped
+    while the pod is still reported Running (stopped_containers)."""
+    phase = (pod.get("status") or {}).get("phase")
+    return phase in ("Succeeded", "Failed") or bool(stopped_containers(pod))
 
 
 def unschedulable_message(pod: dict[str, Any]) -> str | None:
@@ -117,11 +148,31 @@ def unschedulable_message(pod: dict[str, Any]) -> str | None:
     return None
 
 
-def incident_facts(pod: dict[str, Any]) -> tuple[bool, bool, int, bool]:
-    """The incidents decide() acts on in a pod: on its way out, Failed, restarts, unschedulable."""
+def is_lost(pod: dict[str, Any]) -> bool:
+    """A rank the group has lost: the pod is on its way out, its rank process stopped, or a container
+    restarted (a restarted rank cannot rejoin its DP group). Any of these costs the group a gang restart."""
+    return is_terminating(pod) or is_stopped(pod) or restart_count(pod) > 0
+
+
+def stop_facts(pod: dict[str, Any]) -> tuple[Any, ...] | None:
+    """What decide() reports of a stopped pod (None while it runs): its phase and each stopped container's
+    name, exit code, reason and message, which the restart reason and the RankFailed event quote."""
+    if not is_stopped(pod):
+        return None
+    return (
+        (pod.get("status") or {}).get("phase"),
+        *(
+            (cs.get("name"), term.get("exitCode"), term.get("reason"), term.get("message"))
+            for cs, term in stopped_containers(pod)
+        ),
+    )
+
+
+def incident_facts(pod: dict[str, Any]) -> tuple[bool, tuple[Any, ...] | None, int, bool]:
+    """The incidents decide() acts on in a pod: on its way out, stopped (how), restarts, unschedulable."""
     return (
         is_terminating(pod),
-        (pod.get("status") or {}).get("phase") == "Failed",
+        stop_facts(pod),
         restart_count(pod),
         unschedulable_message(pod) is not None,
     )
@@ -149,21 +200,28 @@ def decision_facts(pod: dict[str, Any]) -> tuple[Any, ...]:
 
 
 def failure_of(pod: dict[str, Any], now: dt.datetime, reason_if_missing: str) -> Failure:
-    """The forensics of a failed pod: its failed container's termination state."""
+    """The forensics of a lost rank pod: the termination state of the container that stopped (a non-zero
+    exit first, then a serving container's exit 0), else of the last terminated run of one that restarted,
+    else the pod's own reason. The message is the container's termination message: with the
+    terminationMessagePolicy FallbackToLogsOnError the planner sets, the last log lines of a failed one."""
     st = pod.get("status") or {}
     meta = pod["metadata"]
-    statuses = (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
     best: Failure | None = None
-    for cs in statuses:
-        for key in ("terminated",):
-            term = (cs.get("state") or {}).get(key) or (cs.get("lastState") or {}).get(key)
-            if term and (term.get("exitCode") not in (None, 0) or best is None):
-                best = Failure(
-                    reason=str(term.get("reason") or "Error"),
-                    exit_code=term.get("exitCode"),
-                    message=str(term.get("message") or "")[-MESSAGE_LIMIT:],
-                    container=cs.get("name"),
-                )
+    stopped = sorted(stopped_containers(pod), key=lambda cs_term: cs_term[1].get("exitCode") in (None, 0))
+    candidates = stopped + [
+        (cs, term)
+        for cs in (st.get("initContainerStatuses") or []) + (st.get("containerStatuses") or [])
+        if (term := (cs.get("lastState") or {}).get("terminated"))
+    ]
+    if candidates:
+        cs, term = candidates[0]
+        code = term.get("exitCode")
+        best = Failure(
+            reason=str(term.get("reason") or ("Completed" if code == 0 else "Error")),
+            exit_code=code,
+            message=str(term.get("message") or "")[-MESSAGE_LIMIT:],
+            container=cs.get("name"),
+        )
     if best is None:
         best = Failure(
             reason=str(st.get("reason") or reason_if_missing),
@@ -173,6 +231,24 @@ def failure_of(pod: dict[str, Any], now: dt.datetime, reason_if_missing: str) ->
     best.pod = meta.get("name")
     best.group_generation = pod_generation(pod)
     return best
+
+
+def exited(f: Failure) -> bool:
+    """A rank that ended on its own with exit code 0 (or a Succeeded pod): it exited, it did not fail."""
+    return f.exit_code == 0 or (f.exit_code is None and f.reason in ("Completed", "Succeeded"))
+
+
+def lost_verb(f: Failure, missing: bool) -> str:
+    """How a rank was lost, for the restart reason and the event: 'is gone', 'was deleted', 'exited (...)' or
+    'failed (...)'."""
+    if missing:
+        return "is gone"
+    if f.reason == "Deleted":
+        return "was deleted"
+    if exited(f):
+        code = "exit code 0" if f.exit_code == 0 else f.reason
+        return f"exited ({code}{', container ' + f.container if f.container else ''})"
+    return f"failed ({f.reason})"
 
 
 def _describe(f: Failure) -> str:
@@ -404,18 +480,15 @@ def decide(
         current = []
     else:
         # Incident detection on the current generation.
-        failed = [
-            p
-            for p in current
-            if (p.get("status") or {}).get("phase") == "Failed" or restart_count(p) > 0 or is_terminating(p)
-        ]
+        failed = [p for p in current if is_lost(p)]
         missing = []
         if st.created_generation == gen:
             present = {p["metadata"]["name"] for p in current}
             missing = [n for n in desired if n not in present]
         if failed or missing:
             for p in failed:
-                reason = "Deleted" if is_terminating(p) else "Failed"
+                phase = (p.get("status") or {}).get("phase")
+                reason = "Deleted" if is_terminating(p) else "Succeeded" if phase == "Succeeded" else "Failed"
                 rank_failures[p["metadata"]["name"]] = failure_of(p, now, reason)
             for n in missing:
                 rank_failures[n] = Failure(
@@ -431,18 +504,12 @@ def decide(
             }
             for pod_name_, f in rank_failures.items():
                 if (pod_name_, f.group_generation) not in known:
+                    how = "exited" if exited(f) else "failed"
                     d.events.append(
-                        EventSpec(c.EVENT_RANK_FAILED, f"rank pod {pod_name_} failed: {_describe(f)}", True)
+                        EventSpec(c.EVENT_RANK_FAILED, f"rank pod {pod_name_} {how}: {_describe(f)}", True)
                     )
             first = next(iter(rank_failures.items()))
-            verb = (
-                "is gone"
-                if first[0] in missing
-                else "was deleted"
-                if first[1].reason == "Deleted"
-                else f"failed ({first[1].reason})"
-            )
-            incident = f"rank pod {first[0]} {verb}" + (
+            incident = f"rank pod {first[0]} {lost_verb(first[1], first[0] in missing)}" + (
                 f" (+{len(rank_failures) - 1} more)" if len(rank_failures) > 1 else ""
             )
             if policy.policy == "Never":
@@ -505,10 +572,7 @@ def decide(
     }
     exhausted_or_stopped = False
     if not old:
-        failed_now = any(
-            (p.get("status") or {}).get("phase") == "Failed" or is_terminating(p) or restart_count(p) > 0
-            for p in by_name_current.values()
-        )
+        failed_now = any(is_lost(p) for p in by_name_current.values())
         exhausted_or_stopped = bool(rank_failures) and not d.restarted
         for n, pp in desired.items():
             obs = by_name_current.get(n)
