@@ -4,7 +4,7 @@ SHELL := /bin/bash
 
 VENV := $(shell bash tools/venv.sh)
 PY := $(VENV)/bin/python
-export PYTHONPATH := $(CURDIR)/operator
+export PYTHONPATH := $(CURDIR)/operator:$(CURDIR)
 export PATH := $(VENV)/bin:$(PATH)
 export WIDEEP_STATE_DIR ?= $(CURDIR)/.local
 
@@ -14,27 +14,27 @@ help: ## list targets
 
 .PHONY: cluster-build
 cluster-build: ## build etcd, kube-apiserver, controller-manager, scheduler, kwok, helm from Go modules (cached)
-	@$(PY) -m wideep.devcluster.build
+	@$(PY) -m devcluster.build
 
 .PHONY: cluster-up
 cluster-up: cluster-build ## start the local control plane in the background (kubeconfig: .local/cluster/kubeconfig)
-	@$(PY) -m wideep.devcluster up
+	@$(PY) -m devcluster up
 
 .PHONY: cluster-down
 cluster-down: ## stop the local control plane and every process it started
-	@$(PY) -m wideep.devcluster down
+	@$(PY) -m devcluster down
 
 .PHONY: lint
 lint: ## ruff, mypy --strict, import contracts
-	ruff check operator tests bench tools
-	ruff format --check operator tests bench tools
+	ruff check operator devcluster tests bench tools
+	ruff format --check operator devcluster tests bench tools
 	mypy
 	lint-imports
 
 .PHONY: fmt
 fmt: ## format the code
-	ruff format operator tests bench tools
-	ruff check --fix operator tests bench tools
+	ruff format operator devcluster tests bench tools
+	ruff check --fix operator devcluster tests bench tools
 
 .PHONY: generate
 generate: ## write every generated file (CRD, chart CRD, API docs)
@@ -58,7 +58,7 @@ test-fast: ## only the tests that need no control plane
 
 .PHONY: demo
 demo: cluster-build ## the main job: control plane + operator + the DeepSeek-style example to Ready
-	$(PY) -m wideep.devcluster demo
+	$(PY) -m devcluster demo
 
 .PHONY: bench
 bench: cluster-build ## benchmarks against the API server's own floor

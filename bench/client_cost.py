@@ -33,10 +33,11 @@ from typing import Any
 import aiohttp
 import orjson
 
-from wideep.devcluster.cluster import LocalCluster, state_root
-from wideep.reconcile.informer import SELECTOR, Informer
-from wideep.reconcile.kube import Credentials, KubeClient, load_credentials
-from wideep.reconcile.state import Cache
+from devcluster.cluster import LocalCluster, state_root
+from wideep.kube.cache import Cache
+from wideep.kube.client import Credentials, KubeClient, load_credentials
+from wideep.kube.informer import SELECTOR, Informer
+from wideep.reconcile.pods import CLASSIFIER
 
 from .baseline import PLACEHOLDER_UID, create_all
 from .controller_bench import CONCURRENCY, Api, object_path, pdep_doc, planned_objects
@@ -76,7 +77,7 @@ async def plain_creates(creds: Credentials, bodies: list[dict[str, Any]]) -> flo
 async def wideep_creates(creds: Credentials, bodies: list[dict[str, Any]]) -> float:
     """CPU seconds of the reconciler's write path: KubeClient.create, then the answer into the cache."""
     kube = KubeClient(creds, concurrency=CONCURRENCY)
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     await kube.warm(CONCURRENCY)
 
     async def one(body: dict[str, Any]) -> None:
@@ -129,7 +130,7 @@ async def plain_watch(creds: Credentials, namespace: str, n: int) -> float:
 async def wideep_watch(creds: Credentials, namespace: str, n: int) -> float:
     """CPU seconds of wideep's Informer taking in ``n`` pod events (decode, trim, cache, notify)."""
     kube = KubeClient(creds, concurrency=CONCURRENCY)
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     done = asyncio.Event()
     notified: set[tuple[str, str]] = set()
 

@@ -155,7 +155,7 @@ def object_path(obj: dict[str, Any]) -> str:
 
 
 def _cluster_base() -> type:
-    from wideep.devcluster.cluster import LocalCluster
+    from devcluster.cluster import LocalCluster
 
     return LocalCluster
 
@@ -989,7 +989,7 @@ class OperatorProc:
             self.spy.send_signal(signal.SIGINT)
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.spy.wait(30)
-        from wideep.devcluster.cluster import stop_group
+        from devcluster.cluster import stop_group
 
         return None if self.proc is None else stop_group(self.proc, grace=60)
 

@@ -61,7 +61,7 @@ def _go_env() -> dict[str, str]:
 
 def ensure_built() -> Path:
     """The LWS folder of the cache: ``bin/lws-manager`` and the module's files, built once per version."""
-    from wideep.devcluster import versions
+    from devcluster import versions
 
     go = subprocess.run(["go", "env", "GOVERSION"], capture_output=True, text=True, check=True).stdout.strip()
     target = Path(versions.cache_root()) / "lws" / f"{LWS_VERSION}-{go}"
@@ -264,7 +264,7 @@ class LwsController:
         return self.proc.pid
 
     def stop(self) -> None:
-        from wideep.devcluster.cluster import stop_group
+        from devcluster.cluster import stop_group
 
         if self.proc is not None:
             stop_group(self.proc, grace=20)

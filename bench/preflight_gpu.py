@@ -54,7 +54,7 @@ def free_port() -> int:
 
 
 def launch(args: argparse.Namespace) -> int:
-    from wideep.preflight import local as lg
+    from devcluster import local_preflight as lg
 
     n = args.gpus
     port = free_port()

@@ -30,7 +30,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "operator"))
 
-from wideep.preflight import local as lg
+from devcluster import local_preflight as lg
 
 
 def free_port() -> int:

@@ -336,8 +336,8 @@ def machine() -> dict[str, Any]:
         if line.startswith("model name"):
             model = line.split(":", 1)[1].strip()
             break
+    from devcluster import versions
     from wideep import __version__
-    from wideep.devcluster import versions
 
     pkgs = {}
     for name in ("kopf", "aiohttp", "pydantic", "prometheus_client", "matplotlib"):
@@ -1041,7 +1041,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.from_results is not None:
         report(json.loads(args.from_results.read_text()), args.output)
         return 0
-    from wideep.devcluster.cluster import state_root
+    from devcluster.cluster import state_root
 
     gpus = args.nodes * args.gpus_per_node
     need = max(*args.sizes, args.memory_pdeps * args.memory_ranks if args.memory else 0)

@@ -29,9 +29,9 @@ from typing import Any
 import orjson
 import yaml
 
+from devcluster.cluster import LocalCluster, state_root
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster, state_root
-from wideep.reconcile.kube import KubeClient, load_credentials, resource_path
+from wideep.kube.client import KubeClient, load_credentials, resource_path
 
 from .controller_bench import cpu_seconds, pdep_doc, planned_objects
 from .run import install_crd

@@ -26,9 +26,9 @@ from types import FrameType
 from typing import Any
 
 import pytest
-from tests.e2e.support import Kube, create_namespace, delete_namespace, install_crd
 
-from wideep.devcluster.cluster import LocalCluster, cleanup_stale, find_controlplane, read_pids, state_root
+from devcluster.cluster import LocalCluster, cleanup_stale, find_controlplane, read_pids, state_root
+from tests.e2e.support import Kube, create_namespace, delete_namespace, install_crd
 
 _CLUSTER: LocalCluster | None = None
 LOG_TAIL_COMPONENTS = ("kube-apiserver", "kwok")

@@ -21,10 +21,10 @@ from typing import Any
 import pytest
 import yaml
 
+from devcluster.cluster import LocalCluster
 from wideep.api import constants
 from wideep.api.crd import crd
 from wideep.api.generate import warnings_policy
-from wideep.devcluster.cluster import LocalCluster
 
 from .factories import external_lb, parallel_deployment
 

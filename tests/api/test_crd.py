@@ -16,12 +16,12 @@ from typing import Any
 import pytest
 import yaml
 
+from devcluster.cluster import LocalCluster
 from wideep.api import constants, rules
 from wideep.api.crd import crd, spec_schema
 from wideep.api.generate import ROOT, api_md
 from wideep.api.models import EplbConfig, ParallelConfig
 from wideep.api.validate import validate_object
-from wideep.devcluster.cluster import LocalCluster
 
 from .conftest import DryRunClient, wait_until
 from .factories import (

@@ -26,13 +26,13 @@ from typing import Any
 
 import pytest
 import yaml
-from tests.e2e.support import create_namespace, delete_namespace
 
+from devcluster.cluster import LocalCluster, find_controlplane
+from tests.e2e.support import create_namespace, delete_namespace
 from wideep import __version__
 from wideep.api import constants as c
 from wideep.api.generate import crd_yaml, version_problems
 from wideep.cli import build_parser
-from wideep.devcluster.cluster import LocalCluster, find_controlplane
 
 from .test_argocd_health import argocd_health
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from wideep.devcluster.cluster import GPU_RESOURCE, LocalCluster
+from devcluster.cluster import GPU_RESOURCE, LocalCluster
 
 pytestmark = pytest.mark.cluster
 

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from wideep.devcluster.cluster import LocalCluster
+from devcluster.cluster import LocalCluster
 
 from .support import Kube, Operator
 

@@ -22,8 +22,8 @@ from typing import Any, Self
 
 import yaml
 
+from devcluster.cluster import EXIT_LABEL, LocalCluster, stop_group
 from wideep.api import constants as c
-from wideep.devcluster.cluster import EXIT_LABEL, LocalCluster, stop_group
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -291,7 +291,7 @@ class Kube:
         )
 
     def cluster_kubectl(self) -> str:
-        from wideep.devcluster.cluster import find_kubectl
+        from devcluster.cluster import find_kubectl
 
         return find_kubectl()
 

@@ -9,11 +9,11 @@ from typing import Any
 
 import pytest
 
+from devcluster.cluster import LocalCluster
 from wideep.api import constants as c
 from wideep.api.crd import crd as make_crd
 from wideep.api.derived import vllm_config_hash
 from wideep.api.validate import validate_object
-from wideep.devcluster.cluster import LocalCluster
 from wideep.planning.planner import plan
 
 from .support import (

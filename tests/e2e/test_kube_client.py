@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
-from wideep.devcluster.cluster import LocalCluster
-from wideep.reconcile.kube import Credentials, KubeClient
+from devcluster.cluster import LocalCluster
+from wideep.kube.client import Credentials, KubeClient
 
 
 def test_warm_connections_are_reused_by_the_next_burst(cluster: LocalCluster) -> None:

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from wideep.devcluster.cluster import LocalCluster
+from devcluster.cluster import LocalCluster
 
 from .support import Kube, Operator, pdep, wait_until
 

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from devcluster.cluster import LocalCluster
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
 
 from .support import Kube, Operator, on_pool, pdep, tainted_pool, uids, wait_until
 

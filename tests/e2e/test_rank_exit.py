@@ -2,14 +2,14 @@
 
 Real vLLM (docs/api.md, "What counts as a lost rank") ends a surviving DP rank in order, exit code 0, once a peer died; with the rank
 pods' restartPolicy Never the pod is then Succeeded. kwok drives a pod there with wideep's own stage
-(operator/wideep/devcluster/stages/pod-exited.yaml)."""
+(devcluster/stages/pod-exited.yaml)."""
 
 from __future__ import annotations
 
 import time
 
+from devcluster.cluster import LocalCluster
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
 
 from .support import Kube, Operator, add_pool_node, on_pool, pdep, tainted_pool, uids, wait_until
 

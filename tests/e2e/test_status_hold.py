@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
+from devcluster.cluster import LocalCluster
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
 
 from .support import PDEPS, Kube, Operator, Watcher, pdep, wait_until
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 from typing import Any
 
 from hypothesis import strategies as st
-from tests.api.factories import MODEL, Obj, parallel_deployment
 
+from tests.api.factories import MODEL, Obj, parallel_deployment
 from wideep.api.models import ALL2ALL_BACKENDS, DEEPEP_BACKENDS, ParallelDeployment
 from wideep.api.validate import validate_object
 from wideep.planning.planner import GroupPlan, PodPlan, plan

@@ -18,8 +18,8 @@ from pathlib import Path
 
 import pytest
 import yaml
-from tests.api.factories import example_paths
 
+from tests.api.factories import example_paths
 from wideep import cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")

@@ -12,8 +12,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from tests.api.factories import IMAGE, MODEL, Obj, container, parallel_deployment, set_path, with_changes
 
+from tests.api.factories import IMAGE, MODEL, Obj, container, parallel_deployment, set_path, with_changes
 from wideep.api import constants as c
 from wideep.api import derived
 from wideep.api.derived import Layout

@@ -23,8 +23,8 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from tests.api.factories import Obj, external_lb, hybrid_lb, torchrun
 
+from tests.api.factories import Obj, external_lb, hybrid_lb, torchrun
 from wideep.api import constants as c
 from wideep.api import derived
 from wideep.api.derived import Layout

@@ -45,6 +45,7 @@ from typing import Any
 import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
+
 from tests.api.factories import (
     ROOT,
     Obj,
@@ -53,7 +54,6 @@ from tests.api.factories import (
     internal_lb,
     parallel_deployment,
 )
-
 from wideep.api import derived
 from wideep.api.derived import Layout
 from wideep.api.models import ParallelDeployment

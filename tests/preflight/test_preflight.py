@@ -20,9 +20,9 @@ from typing import Any
 
 import pytest
 
+from devcluster import local_preflight as lg
 from wideep import cli
 from wideep.preflight import EXIT_FAILED, EXIT_INVALID, EXIT_NO_TORCH, EXIT_OK
-from wideep.preflight import local as lg
 from wideep.preflight.config import ConfigError, Overrides, compress, load
 from wideep.preflight.main import main
 from wideep.preflight.verdict import judge

@@ -10,7 +10,8 @@ import pytest
 
 from wideep.api import constants as c
 from wideep.api.validate import validate_object
-from wideep.reconcile.decide import Decision, backoff_seconds, decide, is_rank_pod_name, iso
+from wideep.reconcile.decide import Decision, backoff_seconds, decide, iso
+from wideep.reconcile.pods import is_rank_pod_name
 
 T0 = dt.datetime(2026, 11, 27, 12, 0, 0, tzinfo=dt.UTC)
 

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from wideep.reconcile.fields import merge_fields, needs_upgrade, upgraded
+from wideep.kube.managed_fields import merge_fields, needs_upgrade, upgraded
 
 ME = "wideep-operator"
 PORT_8000 = {'k:{"port":8000,"protocol":"TCP"}': {".": {}, "f:name": {}, "f:port": {}}}

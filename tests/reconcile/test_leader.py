@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from wideep.reconcile.kube import KubeError
-from wideep.reconcile.leader import LeaderElector, lease_path
+from wideep.kube.client import KubeError
+from wideep.kube.leader import LeaderElector, lease_path
 
 
 class ScriptedApi:

@@ -12,9 +12,10 @@ from hypothesis import strategies as st
 
 from wideep.api import constants as c
 from wideep.api.validate import validate_object
-from wideep.reconcile.decide import Decision, decide, decision_facts, pod_counts_ready
+from wideep.kube.cache import trim
+from wideep.reconcile.decide import Decision, decide
+from wideep.reconcile.pods import decision_facts, pod_counts_ready
 from wideep.reconcile.reconciler import progress_only
-from wideep.reconcile.state import trim
 
 from .test_decide import World, make_pdep, make_unschedulable
 

@@ -6,8 +6,9 @@ import asyncio
 
 import pytest
 
+from wideep.kube.cache import Key
+from wideep.kube.workqueue import WorkQueue
 from wideep.reconcile.reconciler import PACE_MAX_SECONDS, pace_seconds
-from wideep.reconcile.state import Key, WorkQueue
 
 KEY: Key = ("ns", "g")
 

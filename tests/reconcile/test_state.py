@@ -7,7 +7,8 @@ from typing import Any
 import pytest
 
 from wideep.api import constants as c
-from wideep.reconcile.state import Cache
+from wideep.kube.cache import Cache
+from wideep.reconcile.pods import CLASSIFIER
 
 KEY = ("ns", "g")
 
@@ -52,14 +53,14 @@ def names(cache: Cache, key: tuple[str, str] = KEY) -> dict[str, str]:
 
 
 def test_older_resource_version_never_wins() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(pod(rv=20, phase="Failed"))
     cache.put_child(pod(rv=15, phase="Running"))
     assert cache.children["Pod"][KEY]["g-0"]["status"]["phase"] == "Failed"
 
 
 def test_late_event_of_a_deleted_pod_does_not_bring_it_back() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(pod(uid="old", rv=10))
     cache.delete_child(pod(uid="old", rv=11))
     cache.put_child(pod(uid="old", rv=10))  # a stale MODIFIED that arrives after the DELETED
@@ -70,7 +71,7 @@ def test_late_event_of_a_deleted_pod_does_not_bring_it_back() -> None:
 
 
 def test_owner_reference_wins_over_an_edited_label() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(pod(label="someone-else"))
     assert names(cache) == {"g-0": "u1"}
     assert names(cache, ("ns", "someone-else")) == {}
@@ -79,7 +80,7 @@ def test_owner_reference_wins_over_an_edited_label() -> None:
 def test_a_pod_moved_to_another_owner_concerns_both_groups() -> None:
     """Someone points a rank pod's ownerReference at another group: the group it left lost a rank and must
     hear of it now (the informer notifies every group put_child names), not at its next resync."""
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     other = ("ns", "h")
     cache.expected_pods[KEY] = 1
     assert cache.put_child(ready_pod("g-0", "a", 1)) == [KEY]
@@ -96,14 +97,14 @@ def test_a_pod_moved_to_another_owner_concerns_both_groups() -> None:
 
 
 def test_a_relist_that_finds_a_pod_under_another_owner_touches_both_groups() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(pod(name="g-0", uid="u1", rv=10))
     moved = pod(name="g-0", uid="u1", rv=12, owner="h")
     assert cache.replace_children("Pod", "ns", [moved]) == {KEY, ("ns", "h")}
 
 
 def test_object_without_owner_or_label_leaves_the_cache() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(pod(rv=10))
     cache.put_child(pod(rv=11, owner=None, label=None))
     assert names(cache) == {}
@@ -114,7 +115,7 @@ def test_relist_drops_what_it_does_not_see_without_burying_it(listed: list[str])
     """A relist is filtered by the managed-by label: a pod whose label someone removed at that moment is
     missing from it but still exists. It is dropped from the cache, and must come back when the reconciler
     lists pods by owner (or the label returns); a tombstone would hide it for good."""
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(pod(name="g-0", uid="u1", rv=10))
     cache.put_child(pod(name="g-1", uid="u2", rv=11))
     touched = cache.replace_children("Pod", "ns", [pod(name="g-1", uid=u, rv=12) for u in listed])
@@ -125,7 +126,7 @@ def test_relist_drops_what_it_does_not_see_without_burying_it(listed: list[str])
 
 
 def test_relist_of_one_namespace_leaves_others_alone() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     other = pod(uid="o1")
     other["metadata"]["namespace"] = "other"
     cache.put_child(other)
@@ -136,7 +137,7 @@ def test_relist_of_one_namespace_leaves_others_alone() -> None:
 
 
 def test_trim_keeps_what_the_reconciler_reads_only() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     big = pod()
     big["metadata"]["managedFields"] = [{"manager": "x"}] * 50
     big["spec"]["containers"] = [{"name": "vllm", "args": ["x"] * 100}]
@@ -148,7 +149,7 @@ def test_trim_keeps_what_the_reconciler_reads_only() -> None:
 
 
 def test_at_start_groups_that_had_pods_settle_before_reusing_their_names() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     for name, status in (("running", {"groupGeneration": 2}), ("new", {}), ("seen", {"groupGeneration": 1})):
         cache.put_pdep(
             {
@@ -171,7 +172,7 @@ def ready_pod(name: str, uid: str, rv: int, ready: bool = True, deleting: bool =
 
 
 def test_group_completes_when_the_last_planned_pod_becomes_ready() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(ready_pod("g-0", "a", 1))
     assert not cache.pop_completed(KEY)  # no plan known yet: nothing to complete
     cache.expected_pods[KEY] = 2
@@ -196,7 +197,7 @@ def test_group_completes_when_the_last_planned_pod_becomes_ready() -> None:
     ids=["not-ready", "terminating", "deleted", "deleting", "relisted-away"],
 )
 def test_a_group_that_lost_a_ready_pod_completes_again(lose: Any) -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.expected_pods[KEY] = 2
     cache.put_child(ready_pod("g-0", "a", 1))
     cache.put_child(ready_pod("g-1", "b", 2))
@@ -208,7 +209,7 @@ def test_a_group_that_lost_a_ready_pod_completes_again(lose: Any) -> None:
 
 
 def test_forgotten_group_keeps_no_completion() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.expected_pods[KEY] = 1
     cache.put_child(ready_pod("g-0", "a", 1))
     cache.forget(KEY)
@@ -217,7 +218,7 @@ def test_forgotten_group_keeps_no_completion() -> None:
 
 
 def test_no_readiness_entry_outlives_a_groups_pods() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(ready_pod("g-0", "a", 1))
     cache.delete_child(ready_pod("g-0", "a", 2))
     assert cache._ready == {}
@@ -270,7 +271,7 @@ def _exited(p: dict[str, Any]) -> dict[str, Any]:
     ],
 )
 def test_only_events_that_decide_acts_on_are_noted(event: Any, changed: bool) -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.expected_pods[KEY] = 2
     cache.put_child(ready_pod("g-0", "a", 1, ready=False), note=False)  # the answer to our own create
     assert not cache.pop_changed(KEY)
@@ -280,7 +281,7 @@ def test_only_events_that_decide_acts_on_are_noted(event: Any, changed: bool) ->
 
 
 def test_readiness_is_progress_until_it_completes_or_breaks_a_group() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.expected_pods[KEY] = 2
     cache.put_child(ready_pod("g-0", "a", 1, ready=False), note=False)
     cache.put_child(ready_pod("g-1", "b", 2, ready=False), note=False)
@@ -293,7 +294,7 @@ def test_readiness_is_progress_until_it_completes_or_breaks_a_group() -> None:
 
 
 def test_a_service_event_is_always_noted() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     svc = {
         "kind": "Service",
         "metadata": {**pod()["metadata"], "name": "g-http", "uid": "s1"},
@@ -316,7 +317,7 @@ def _service(rv: int = 10) -> dict[str, Any]:
 def test_the_version_already_held_is_not_noted(obj: dict[str, Any]) -> None:
     """The watch's echo of a write whose answer the cache took in, or a relist: the same resourceVersion is
     the same object, nothing for decide() to act on (a Service's echo used to cost its group a pass)."""
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(obj, note=False)  # the answer to our own write
     assert cache.put_child(dict(obj)) == [KEY]
     assert not cache.pop_changed(KEY)
@@ -325,7 +326,7 @@ def test_the_version_already_held_is_not_noted(obj: dict[str, Any]) -> None:
 
 
 def test_a_pod_marked_deleting_stays_so_when_its_version_comes_again() -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     cache.put_child(pod(rv=10), note=False)
     cache.mark_deleting("Pod", KEY, "g-0", "u1", "2026-01-01T00:00:00Z")
     cache.put_child(pod(rv=10))  # a relist or late echo of the version before the delete
@@ -337,7 +338,7 @@ def test_a_pod_marked_deleting_stays_so_when_its_version_comes_again() -> None:
 def test_the_echo_of_a_create_in_flight_is_not_noted() -> None:
     """The watch brings a created object before the create's answer: the pass that creates it has decided
     on it; only an incident it already carries is news."""
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     held = {**_service(), "metadata": {**_service()["metadata"], "name": "g-ranks", "uid": "s2"}}
     cache.put_child(held, note=False)
     created = [pod("g-0", "a", 1), pod("g-1", "b", 1), _service()]
@@ -376,7 +377,7 @@ def _pdep(rv: int) -> dict[str, Any]:
 def test_events_during_a_status_write_wait_for_its_answer(
     events: list[int], answer: int | None, pass_due: bool
 ) -> None:
-    cache = Cache()
+    cache = Cache(CLASSIFIER)
     assert not cache.held_pdep_event(KEY, _pdep(5))  # no write in flight: the event is acted on at once
     cache.begin_status_write(KEY)
     for rv in events:

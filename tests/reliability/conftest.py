@@ -26,11 +26,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.support import ROOT, Kube, Operator, tainted_pool, wait_until
 
+from devcluster.cluster import LocalCluster
+from tests.e2e.support import ROOT, Kube, Operator, tainted_pool, wait_until
 from wideep.api import constants as c
 from wideep.api.validate import validate_object
-from wideep.devcluster.cluster import LocalCluster
 from wideep.planning.planner import HASH_LABEL_CHARS, plan
 
 API = f"/apis/{c.GROUP}/{c.VERSION}"

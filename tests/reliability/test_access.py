@@ -17,11 +17,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from devcluster.cluster import LocalCluster
 from tests.chart.test_chart import operator_log_clean, render
 from tests.e2e.support import Kube, create_namespace, delete_namespace, pdep, uids, wait_until
-
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
 
 from .conftest import API, Operators, report
 

@@ -23,10 +23,10 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from tests.e2e.support import Kube, on_pool, pdep, wait_until
 
+from devcluster.cluster import LocalCluster
+from tests.e2e.support import Kube, on_pool, pdep, wait_until
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
 
 from .conftest import (
     Operators,

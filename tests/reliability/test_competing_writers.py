@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from tests.e2e.support import Kube, Operator, create_namespace, delete_namespace, pdep, uids, wait_until
 
+from devcluster.cluster import LocalCluster
+from tests.e2e.support import Kube, Operator, create_namespace, delete_namespace, pdep, uids, wait_until
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
 
 from .conftest import Operators, report
 

@@ -25,10 +25,10 @@ import time
 from typing import Any
 
 import pytest
-from tests.e2e.support import Kube, Operator, on_pool, pdep, uids, wait_until
 
+from devcluster.cluster import LocalCluster
+from tests.e2e.support import Kube, Operator, on_pool, pdep, uids, wait_until
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
 
 from .conftest import Operators, percentiles, purge, report, unexpected_log_lines, wait_converged
 

@@ -40,14 +40,14 @@ from typing import Any
 import pytest
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
+
+from devcluster.cluster import LocalCluster
 from tests.api.conftest import DryRun
 from tests.api.factories import external_lb, hybrid_lb, internal_lb, parallel_deployment, torchrun, wide_ep
 from tests.api.test_apiserver_agreement import apiserver_paths, objects
 from tests.e2e.support import Kube, pdep, wait_until
-
 from wideep.api import constants as c
 from wideep.api.validate import validate_object
-from wideep.devcluster.cluster import LocalCluster
 from wideep.planning.planner import plan
 
 from .conftest import API, Operators, percentiles, report, unexpected_log_lines

@@ -15,10 +15,10 @@ import time
 
 import pytest
 import yaml
-from tests.e2e.support import Kube, on_pool, pdep
 
+from devcluster.cluster import LocalCluster
+from tests.e2e.support import Kube, on_pool, pdep
 from wideep.api import constants as c
-from wideep.devcluster.cluster import LocalCluster
 
 from .conftest import (
     API,

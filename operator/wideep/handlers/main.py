@@ -20,12 +20,14 @@ import kopf
 from prometheus_client import start_http_server
 
 from wideep.api import constants as c
-from wideep.reconcile.informer import Informer
-from wideep.reconcile.kube import Credentials, KubeClient, load_credentials
-from wideep.reconcile.leader import LEASE_SECONDS, LeaderElector
+from wideep.kube.cache import Cache, Key
+from wideep.kube.client import Credentials, KubeClient, load_credentials
+from wideep.kube.informer import Informer
+from wideep.kube.leader import LEASE_SECONDS, LeaderElector
+from wideep.kube.workqueue import WorkQueue
 from wideep.reconcile.metrics import Metrics
+from wideep.reconcile.pods import CLASSIFIER
 from wideep.reconcile.reconciler import STATUS_PROGRESS_SECONDS, Reconciler
-from wideep.reconcile.state import Cache, Key, WorkQueue
 from wideep.reconcile.warmup import warm_up
 
 log = logging.getLogger("wideep.operator")
@@ -67,7 +69,7 @@ class LeaderConfig:
 class Runtime:
     creds: Credentials
     metrics: Metrics
-    cache: Cache = dataclasses.field(default_factory=Cache)
+    cache: Cache = dataclasses.field(default_factory=lambda: Cache(CLASSIFIER))
     queue: WorkQueue | None = None
     kube: KubeClient | None = None
     reconciler: Reconciler | None = None

@@ -14,13 +14,14 @@ from typing import Any
 from wideep.api import constants as c
 from wideep.api.models import ParallelDeployment
 from wideep.api.validate import Verdict, validate_object
+from wideep.kube.cache import UPDATE_OWNED, Cache, Key
+from wideep.kube.client import KubeClient, KubeError
+from wideep.kube.managed_fields import needs_upgrade, upgraded
+from wideep.kube.workqueue import WorkQueue
 from wideep.planning.planner import GroupPlan, plan
 
 from .decide import Decision, EventSpec, decide, iso, parse_iso
-from .fields import needs_upgrade, upgraded
-from .kube import KubeClient, KubeError
 from .metrics import Metrics
-from .state import UPDATE_OWNED, Cache, Key, WorkQueue
 
 log = logging.getLogger("wideep.reconcile")
 

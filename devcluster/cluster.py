@@ -42,7 +42,7 @@ from typing import Any, Self
 from . import build
 from .certs import Pki, write_pki
 
-REPO_ROOT = Path(__file__).resolve().parents[3]
+REPO_ROOT = Path(__file__).resolve().parents[1]
 COMPONENTS = ("etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler", "kwok")
 FAKE_NODE_ANNOTATION = "kwok.x-k8s.io/node"
 # wideep's own kwok stages, beside kwok's shipped ones (build.py): exited.stage.wideep.dev=true ends a Running
@@ -362,7 +362,7 @@ class LocalCluster:
         if cp is None:
             raise ClusterError(
                 "the control plane is not built: run `make cluster-build` "
-                "(python3 operator/wideep/devcluster/build.py)"
+                "(python3 devcluster/build.py)"
             )
         bindir, stagedir = cp / "bin", cp / "stages"
 
@@ -831,7 +831,7 @@ class LocalCluster:
 
 
 def main() -> None:  # pragma: no cover - manual timing helper
-    """Start, report start-up time and RSS, stop: ``python -m wideep.devcluster.cluster``."""
+    """Start, report start-up time and RSS, stop: ``python -m devcluster.cluster``."""
     cluster = LocalCluster(verbose=True)
     with cluster:
         time.sleep(5)

@@ -1,17 +1,18 @@
-"""In-memory view of the cluster fed by the watches, and a de-duplicating work queue."""
+"""In-memory view of the cluster fed by the watches: the ParallelDeployments and the objects they own.
+
+What a pod event means to the gang logic (is it news, does the pod count as ready) is not decided here: the
+cache is handed a PodClassifier by its user (wideep.reconcile.pods.CLASSIFIER)."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from wideep.api import constants as c
-from wideep.reconcile.decide import decision_facts, has_incident, pod_counts_ready
-from wideep.reconcile.fields import needs_upgrade
+from wideep.kube.managed_fields import needs_upgrade
 
 Key = tuple[str, str]  # (namespace, name) of a ParallelDeployment
 
@@ -87,6 +88,17 @@ def owner_key(obj: dict[str, Any]) -> Key | None:
     return (ns, name) if name else None
 
 
+@dataclass(frozen=True)
+class PodClassifier:
+    """What the cache asks of a pod on every event. ``facts``: what the decisions act on (two versions with
+    equal facts differ only in progress); ``incident``: a new pod that is already news (failed, deleting...);
+    ``counts_ready``: a pod that counts towards its group's readiness."""
+
+    facts: Callable[[dict[str, Any]], tuple[Any, ...]]
+    incident: Callable[[dict[str, Any]], bool]
+    counts_ready: Callable[[dict[str, Any]], bool]
+
+
 def _take(keys: set[Key], key: Key) -> bool:
     """Whether ``key`` is in ``keys``, removing it: a flag that is asked once."""
     present = key in keys
@@ -103,7 +115,8 @@ class Cache:
 
     TOMBSTONES = 100_000
 
-    def __init__(self) -> None:
+    def __init__(self, classify: PodClassifier) -> None:
+        self.classify = classify
         self.pdeps: dict[Key, dict[str, Any]] = {}
         self.children: dict[str, dict[Key, dict[str, dict[str, Any]]]] = {"Pod": {}, "Service": {}}
         # uids seen deleted: a late, out-of-order event of a deleted object must not bring it back.
@@ -263,11 +276,10 @@ class Cache:
         trimmed = bucket[name] = trim(obj)
         if kind == "Pod":
             # as decide counts ready ranks
-            changed = self._set_ready(key, name, pod_counts_ready(trimmed)) or changed
+            changed = self._set_ready(key, name, self.classify.counts_ready(trimmed)) or changed
             if not changed:
-                changed = (
-                    has_incident(trimmed) if old is None else decision_facts(old) != decision_facts(trimmed)
-                )
+                facts = self.classify.facts
+                changed = self.classify.incident(trimmed) if old is None else facts(old) != facts(trimmed)
         if note and changed:
             self._changed.add(key)
         return concerned
@@ -346,92 +358,3 @@ class Cache:
             if any(r.get("uid") == owner_uid for r in refs):
                 out.append(obj)
         return out
-
-
-class WorkQueue:
-    """Keys to reconcile. A key is never processed by two workers at once; a key added while it is
-    being processed is processed again afterwards; delayed adds are coalesced."""
-
-    def __init__(self) -> None:
-        self._queue: asyncio.Queue[Key] = asyncio.Queue()
-        self._queued: set[Key] = set()
-        self._active: set[Key] = set()
-        self._dirty: set[Key] = set()
-        self._timers: dict[Key, asyncio.TimerHandle] = {}
-        self._tasks: list[asyncio.Task[None]] = []
-        self._not_before: dict[Key, float] = {}  # loop time before which the key is not processed again
-        self._urgent: set[Key] = set()  # dirty keys whose next pass is not paced
-
-    def pace(self, key: Key, seconds: float) -> None:
-        """Hold further processing of key for seconds (adds meanwhile are deferred, not lost)."""
-        if seconds > 0:
-            self._not_before[key] = asyncio.get_running_loop().time() + seconds
-        else:
-            self._not_before.pop(key, None)
-
-    def add(self, key: Key, *, urgent: bool = False) -> None:
-        """Process key (once, however often it is added meanwhile). ``urgent``: not held by pacing; for the
-        event that completes a group (its last pod Ready), whose pass writes Ready=True."""
-        if urgent:
-            self._not_before.pop(key, None)
-        if key in self._active:
-            self._dirty.add(key)
-            if urgent:
-                self._urgent.add(key)
-            return
-        not_before = self._not_before.get(key)
-        if not_before is not None:
-            wait = not_before - asyncio.get_running_loop().time()
-            if wait > 0:
-                self.add_after(key, wait)
-                return
-            del self._not_before[key]
-        if key not in self._queued:
-            self._queued.add(key)
-            self._queue.put_nowait(key)
-
-    def add_after(self, key: Key, delay: float) -> None:
-        loop = asyncio.get_running_loop()
-        handle = self._timers.get(key)
-        when = loop.time() + delay
-        if handle is not None and not handle.cancelled() and handle.when() <= when:
-            return
-        if handle is not None:
-            handle.cancel()
-        self._timers[key] = loop.call_at(when, self._fire, key)
-
-    def _fire(self, key: Key) -> None:
-        self._timers.pop(key, None)
-        self.add(key)
-
-    def depth(self) -> int:
-        return self._queue.qsize()
-
-    def start(self, workers: int, process: Callable[[Key], Awaitable[None]]) -> None:
-        for i in range(workers):
-            self._tasks.append(asyncio.create_task(self._worker(process), name=f"wideep-worker-{i}"))
-
-    async def _worker(self, process: Callable[[Key], Awaitable[None]]) -> None:
-        while True:
-            key = await self._queue.get()
-            self._queued.discard(key)
-            self._active.add(key)
-            try:
-                await process(key)
-            finally:
-                self._active.discard(key)
-                if key in self._dirty:
-                    self._dirty.discard(key)
-                    urgent = key in self._urgent
-                    self._urgent.discard(key)
-                    self.add(key, urgent=urgent)
-
-    async def stop(self) -> None:
-        for t in self._tasks:
-            t.cancel()
-        for t in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await t
-        for h in self._timers.values():
-            h.cancel()
-        self._tasks.clear()

@@ -1,10 +1,10 @@
-"""``python -m wideep.devcluster up|down|status|env|demo``: the local control plane from the command line.
+"""``python -m devcluster up|down|status|env|demo``: the local control plane from the command line.
 
 up      start etcd, kube-apiserver, controller-manager, scheduler, kwok and fake GPU nodes in the
         background (they outlive this command) and print how to point kubectl at them
 down    stop every process recorded in <state dir>/pids.json
 status  say whether the recorded processes run and the API server answers
-env     print ``export KUBECONFIG=...`` for a running cluster (``eval "$(python -m wideep.devcluster env)"``)
+env     print ``export KUBECONFIG=...`` for a running cluster (``eval "$(python -m devcluster env)"``)
 demo    the main job: cluster (started if needed) + CRD + operator + the DeepSeek-style example to Ready
 """
 
@@ -59,7 +59,7 @@ def export_lines(cluster: LocalCluster) -> str:
 
 
 DEMO_NAMESPACE = "demo"
-DEMO_EXAMPLE = Path(__file__).resolve().parents[3] / "examples" / "deepseek-v3-wide-ep.yaml"
+DEMO_EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "deepseek-v3-wide-ep.yaml"
 FAIL_LABEL = "pod-container-running-failed.stage.kwok.x-k8s.io=true"
 
 
@@ -87,7 +87,7 @@ def start_operator(cluster: LocalCluster) -> subprocess.Popen[bytes]:
     """`wideep run --all-namespaces` in the background (it outlives this command); log next to the cluster's."""
     stop_operator(cluster.state_dir)
     log = (cluster.logs_dir / "operator.log").open("ab")
-    env = {**os.environ, **cluster.env(), "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    env = {**os.environ, **cluster.env(), "PYTHONPATH": str(Path(__file__).resolve().parents[1] / "operator")}
     proc = subprocess.Popen(
         [
             sys.executable,
@@ -318,7 +318,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m wideep.devcluster", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m devcluster", description=__doc__)
     parser.add_argument("command", choices=["up", "down", "status", "env", "demo"])
     parser.add_argument("--state-dir", type=Path, default=None, help="default: $WIDEEP_STATE_DIR/cluster")
     parser.add_argument("--nodes", type=int, default=None, help="fake GPU nodes (env WIDEEP_FAKE_NODES, 4)")

@@ -20,7 +20,7 @@ from wideep.api import constants as c
 from wideep.api.validate import validate_object
 from wideep.planning.planner import PREFLIGHT_CONTAINER, plan
 
-OPERATOR_DIR = Path(__file__).resolve().parents[2]
+OPERATOR_DIR = Path(__file__).resolve().parents[1] / "operator"
 # Kept from the caller's environment: what a process needs to start, and the switches that keep
 # NVLink multicast off on shared GPU hosts.
 PASS_THROUGH = (

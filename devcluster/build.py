@@ -2,8 +2,8 @@
 
 Standard library only, so it runs before any virtualenv exists::
 
-    python3 operator/wideep/devcluster/build.py          # build or reuse
-    python3 operator/wideep/devcluster/build.py --print  # print the bin folder
+    python3 devcluster/build.py          # build or reuse
+    python3 devcluster/build.py --print  # print the bin folder
 
 Layout of the cache (``versions.cache_root()``)::
 

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from .kube import KubeClient, KubeError
+from wideep.kube.client import KubeClient, KubeError
 
 log = logging.getLogger("wideep.leader")
 

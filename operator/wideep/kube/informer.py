@@ -12,9 +12,8 @@ import logging
 from collections.abc import Callable
 
 from wideep.api import constants as c
-
-from .kube import KubeClient, KubeError
-from .state import Cache, Key
+from wideep.kube.cache import Cache, Key
+from wideep.kube.client import KubeClient, KubeError
 
 log = logging.getLogger("wideep.informer")
 
