@@ -361,8 +361,7 @@ class LocalCluster:
         cp = self._controlplane_dir or find_controlplane()
         if cp is None:
             raise ClusterError(
-                "the control plane is not built: run `make cluster-build` "
-                "(python3 devcluster/build.py)"
+                "the control plane is not built: run `make cluster-build` (python3 devcluster/build.py)"
             )
         bindir, stagedir = cp / "bin", cp / "stages"
 

@@ -15,7 +15,7 @@ from wideep.api.validate import validate_object
 from wideep.kube.cache import trim
 from wideep.reconcile.decide import Decision, decide
 from wideep.reconcile.pods import decision_facts, pod_counts_ready
-from wideep.reconcile.reconciler import progress_only
+from wideep.reconcile.writes import progress_only
 
 from .test_decide import World, make_pdep, make_unschedulable
 

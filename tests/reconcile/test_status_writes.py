@@ -8,7 +8,16 @@ from typing import Any
 
 import pytest
 
-from wideep.reconcile.reconciler import coming_up, progress_only
+from wideep.reconcile.decide import Decision
+from wideep.reconcile.writes import (
+    StatusWrite,
+    choose_status_write,
+    coming_up,
+    creates_put_off,
+    progress_only,
+    settle_wait,
+    status_after_writes,
+)
 
 
 def status() -> dict[str, Any]:
@@ -120,3 +129,91 @@ def _with(ready: tuple[str, str], valid: str = "True", degraded: str = "False") 
 )
 def test_only_a_group_coming_up_may_hold_its_first_status(s: dict[str, Any], held: bool) -> None:
     assert coming_up(s) is held
+
+
+# ------------------------------------------------------------- when a status is written (choose_status_write)
+
+COMING = _with(("False", "RanksNotReady"))
+READY = _with(("True", "AllRanksReady"))
+
+
+def _progressed(s: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(s)
+    _rank_ready(out)
+    return out
+
+
+@pytest.mark.parametrize(
+    ("stored", "new", "held_since", "last_written", "want", "after"),
+    [
+        (COMING, COMING, None, 5.0, StatusWrite.NONE, 0.0),  # nothing changed
+        (None, COMING, None, None, StatusWrite.HOLD_FIRST, 2.0),  # a new group's first status, coming up
+        (COMING, COMING, 9.5, None, StatusWrite.HOLD_FIRST, 1.5),  # still held, the rest of the window
+        (COMING, COMING, 7.0, None, StatusWrite.NOW, 0.0),  # held for the whole window: written
+        (None, READY, None, None, StatusWrite.NOW, 0.0),  # a first status that says Ready: at once
+        (COMING, READY, 9.5, None, StatusWrite.NOW, 0.0),  # the held group became Ready
+        (None, _with(("False", "InsufficientCapacity")), None, None, StatusWrite.NOW, 0.0),
+        (COMING, _progressed(COMING), None, 9.0, StatusWrite.LATER, 1.0),  # progress within the window
+        (COMING, _progressed(COMING), None, 7.0, StatusWrite.NOW, 0.0),  # progress after it
+        (COMING, READY, None, 9.9, StatusWrite.NOW, 0.0),  # not progress: at once
+        ({}, COMING, None, None, StatusWrite.HOLD_FIRST, 2.0),  # an empty stored status is none
+    ],
+    ids=[
+        "unchanged",
+        "first-held",
+        "still-held",
+        "held-long-enough",
+        "first-ready",
+        "held-then-ready",
+        "first-unschedulable",
+        "progress-waits",
+        "progress-due",
+        "news-now",
+        "empty-stored",
+    ],
+)
+def test_when_a_status_is_written(
+    stored: dict[str, Any] | None,
+    new: dict[str, Any],
+    held_since: float | None,
+    last_written: float | None,
+    want: StatusWrite,
+    after: float,
+) -> None:
+    choice = choose_status_write(
+        stored, new, held_since=held_since, last_written=last_written, now=10.0, progress_seconds=2.0
+    )
+    assert (choice.write, choice.after) == (want, pytest.approx(after))
+
+
+@pytest.mark.parametrize(
+    ("gone", "want"),
+    [(None, 0.0), (9.0, 0.5), (8.5, 0.0), (5.0, 0.0)],
+    ids=["never", "just", "edge", "long-ago"],
+)
+def test_creates_wait_for_the_settle_window(gone: float | None, want: float) -> None:
+    assert settle_wait(gone, 10.0, 1.5) == pytest.approx(want)
+
+
+def _decision() -> Decision:
+    from .test_decide import World, make_pdep
+
+    w = World(make_pdep(2))
+    return w.step()  # the first pass: creates every pod, fills generation 1
+
+
+def test_the_status_after_writes_records_the_filled_generation_or_the_refusals() -> None:
+    d = _decision()
+    assert d.fills_generation == 1 and d.status["createdGeneration"] == 0
+    assert status_after_writes(d, [])["createdGeneration"] == 1
+    refused = status_after_writes(d, ["Pod g-1: forbidden", "Pod g-0: forbidden"])
+    assert refused["createdGeneration"] == 0  # a refused create: the generation is not filled
+    progressing = next(cd for cd in refused["conditions"] if cd["type"] == "Progressing")
+    assert (
+        progressing["message"]
+        == "the API server refused planned writes, retrying: Pod g-1: forbidden (+1 more)"
+    )
+    assert d.status["createdGeneration"] == 0, "the decision itself is left as it was"
+    put_off = creates_put_off(d)
+    assert put_off.fills_generation is None and not [o for o in put_off.apply if o["kind"] == "Pod"]
+    assert status_after_writes(put_off, []) is put_off.status

@@ -10,6 +10,7 @@ defaults and bounds are vLLM's (vllm/config/parallel.py, v0.11.1).
 
 from __future__ import annotations
 
+from enum import StrEnum
 from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StringConstraints
@@ -365,6 +366,14 @@ class Derived(_StatusModel):
     """DNS name other ranks use to reach rank 0."""
 
 
+class GroupChange(StrEnum):
+    """Why the current group generation exists."""
+
+    CREATED = "Created"
+    RESTARTED = "Restarted"
+    REPLACED = "Replaced"
+
+
 class ParallelDeploymentStatus(_StatusModel):
     """Observed state."""
 
@@ -393,7 +402,7 @@ class ParallelDeploymentStatus(_StatusModel):
     """The group generation whose pods all exist: from then on a missing rank pod is a failure."""
     group_created_time: str | None = None
     """When the current group generation was created."""
-    last_group_change: Literal["Created", "Restarted", "Replaced"] | None = None
+    last_group_change: GroupChange | None = None
     """Why the current group generation exists."""
     group_restarts: int = 0
     """Gang restarts since the last spec change or retry."""

@@ -22,6 +22,7 @@ from wideep.api.models import (
     Condition,
     Derived,
     Failure,
+    GroupChange,
     ParallelDeployment,
     ParallelDeploymentStatus,
     RankStatus,
@@ -54,6 +55,8 @@ class Decision:
     apply: list[dict[str, Any]] = field(default_factory=list)
     delete: list[tuple[str, str, str]] = field(default_factory=list)  # (kind, name, uid)
     events: list[EventSpec] = field(default_factory=list)
+    # The decided status, typed, and as written (camelCase JSON): the reconciler reads the first, writes the second.
+    state: ParallelDeploymentStatus = field(default_factory=ParallelDeploymentStatus)
     status: dict[str, Any] = field(default_factory=dict)
     requeue_after: float | None = None
     plan: GroupPlan | None = None
@@ -241,40 +244,50 @@ def _left_untouched(
     if old_valid is None:
         st.conditions.append(new_valid)
     st.observed_generation = generation
+    d.state = st
     d.status = st.model_dump(mode="json", by_alias=True, exclude_none=True)
     return d
 
 
-def decide(
-    pdep: dict[str, Any],
-    verdict: Verdict,
-    pods: list[dict[str, Any]],
-    services: list[dict[str, Any]],
-    now: dt.datetime,
-    planner: Planner = plan,
-    rejected: str | None = None,
-) -> Decision:
-    """``rejected``: the API server's refusal of the new spec's rank pods (a dry-run create the reconciler
-    makes before it replaces a running group); the running group is then left as it is."""
-    meta = pdep["metadata"]
-    generation = int(meta.get("generation") or 0)
-    prev = ParallelDeploymentStatus.model_validate(pdep.get("status") or {})
-    # Shallow: every nested value that changes (ranks, conditions, derived) is replaced, never mutated; a deep
-    # copy of 1024 rank entries cost ~0.1 s per pass (bench --profile).
+@dataclass
+class Transition:
+    """Step 1 of decide(): where the gang goes. ``status`` holds the gang state after the step (group
+    generation, restart budget, the restart record); the rest of the status is filled in by step 3."""
+
+    status: ParallelDeploymentStatus
+    generation: int
+    plan: GroupPlan
+    ranks: list[dict[str, Any]]  # rank pods of the group (planned names), of any generation
+    foreign: list[dict[str, Any]]  # pods pointed at the group that it cannot have made
+    events: list[EventSpec] = field(default_factory=list)
+    failures: dict[str, Failure] = field(default_factory=dict)  # lost ranks of the current generation
+    restarted: bool = False
+    requeue_after: float | None = None
+
+    @property
+    def desired(self) -> dict[str, Any]:
+        return {p.name: p for p in self.plan.pods}
+
+
+@dataclass
+class Actions:
+    """Step 2 of decide(): the writes."""
+
+    apply: list[dict[str, Any]] = field(default_factory=list)
+    delete: list[tuple[str, str, str]] = field(default_factory=list)
+    old: list[dict[str, Any]] = field(default_factory=list)  # pods of earlier generations, still there
+    current: dict[str, dict[str, Any]] = field(default_factory=dict)  # this generation's pods by name
+    created: bool = False  # every pod of this generation exists and none is on its way out
+    fills_generation: int | None = None
+
+
+def _budget(
+    prev: ParallelDeploymentStatus, meta: dict[str, Any], generation: int
+) -> tuple[ParallelDeploymentStatus, list[EventSpec]]:
+    """The restart budget resets on a spec change and on a new value of the retry annotation."""
+    # Shallow: every nested value that changes (ranks, conditions, derived) is replaced, never mutated.
     st = prev.model_copy()
-    conds = list(prev.conditions)
-    d = Decision()
-
-    if not verdict.ok:
-        return _left_untouched(
-            prev, generation, c.REASON_INVALID_SPEC, "; ".join(str(i) for i in verdict.errors), now
-        )
-
-    assert verdict.obj is not None
-    spec = verdict.obj.spec
-    pc = spec.parallel_config
-    policy = spec.restart_policy
-    # Budget resets: a spec change, or a new value of the retry annotation.
+    events: list[EventSpec] = []
     if prev.restart_generation != generation:
         st.restart_generation = generation
         st.group_restarts = 0
@@ -283,38 +296,146 @@ def decide(
         st.retry_token = retry
         st.group_restarts = 0
         if prev.retry_token is not None or prev.group_restarts:
-            d.events.append(
+            events.append(
                 EventSpec(
                     c.EVENT_GROUP_RESTARTED,
                     f"retry requested ({c.ANNOTATION_RETRY}={retry}): restart budget reset",
                 )
             )
+    return st, events
 
+
+def _new_generation(
+    t: Transition, obj: ParallelDeployment, planner: Planner, change: GroupChange, now: dt.datetime
+) -> None:
+    t.generation += 1
+    t.status.last_group_change = change
+    t.status.group_created_time = iso(now)
+    t.plan = planner(obj, t.generation)
+
+
+def _lost_ranks(
+    t: Transition, current: list[dict[str, Any]], prev: ParallelDeploymentStatus, now: dt.datetime
+) -> tuple[dict[str, Failure], str | None]:
+    """The ranks of the current generation the group has lost, with their forensics, and the incident in
+    words (None when none is lost). One RankFailed event per lost rank that status does not record yet."""
+    failures: dict[str, Failure] = {}
+    lost = [p for p in current if is_lost(p)]
+    missing: list[str] = []
+    if t.status.created_generation == t.generation:
+        present = {p["metadata"]["name"] for p in current}
+        missing = [n for n in t.desired if n not in present]
+    if not lost and not missing:
+        return failures, None
+    for p in lost:
+        phase = (p.get("status") or {}).get("phase")
+        reason = "Deleted" if is_terminating(p) else "Succeeded" if phase == "Succeeded" else "Failed"
+        failures[p["metadata"]["name"]] = failure_of(p, now, reason)
+    for n in missing:
+        failures[n] = Failure(
+            reason="Deleted",
+            message="rank pod is gone: deleted, evicted, or taken from the group (ownerReference changed)",
+            time=iso(now),
+            pod=n,
+            group_generation=t.generation,
+        )
+    known = {(r.last_failure.pod, r.last_failure.group_generation) for r in prev.ranks if r.last_failure}
+    for pod_name_, f in failures.items():
+        if (pod_name_, f.group_generation) not in known:
+            how = "exited" if exited(f) else "failed"
+            t.events.append(
+                EventSpec(c.EVENT_RANK_FAILED, f"rank pod {pod_name_} {how}: {_describe(f)}", True)
+            )
+    first_name, first = next(iter(failures.items()))
+    more = f" (+{len(failures) - 1} more)" if len(failures) > 1 else ""
+    return failures, f"rank pod {first_name} {lost_verb(first, first_name in missing)}{more}"
+
+
+def _restart(
+    t: Transition,
+    obj: ParallelDeployment,
+    incident: str,
+    conds: list[Condition],
+    planner: Planner,
+    now: dt.datetime,
+) -> None:
+    """A lost rank under the restart policy: restart the gang now, after the backoff, or not at all."""
+    st, policy = t.status, obj.spec.restart_policy
+    st.last_restart_reason = incident
+    if policy.policy == "Never":
+        return
+    if st.group_restarts >= policy.max_restarts:
+        ready = _cond(conds, c.COND_READY)
+        if ready is None or ready.reason != c.REASON_RESTART_BUDGET_EXHAUSTED:
+            t.events.append(
+                EventSpec(
+                    c.EVENT_BUDGET_EXHAUSTED,
+                    f"{incident}; restart budget of {policy.max_restarts} exhausted: no more restarts until "
+                    f"the spec changes or the annotation {c.ANNOTATION_RETRY} gets a new value",
+                    True,
+                )
+            )
+        return
+    wait = backoff_seconds(st.group_restarts, policy.backoff_seconds, policy.max_backoff_seconds)
+    last = parse_iso(st.last_restart_time)
+    due = (last + dt.timedelta(seconds=wait)) if (last and wait) else now
+    if due > now:
+        t.requeue_after = (due - now).total_seconds()
+        return
+    st.group_restarts += 1
+    st.last_restart_time = iso(now)
+    t.restarted = True
+    _new_generation(t, obj, planner, GroupChange.RESTARTED, now)
+    t.events.append(
+        EventSpec(
+            c.EVENT_GROUP_RESTARTED,
+            f"{incident}: recreating all {len(t.plan.pods)} rank pods as a gang "
+            f"(restart {st.group_restarts}/{policy.max_restarts})",
+            True,
+        )
+    )
+
+
+def transition(
+    pdep: dict[str, Any],
+    obj: ParallelDeployment,
+    prev: ParallelDeploymentStatus,
+    pods: list[dict[str, Any]],
+    now: dt.datetime,
+    planner: Planner,
+    rejected: str | None,
+) -> Transition | Decision:
+    """Step 1: the gang transition. A first pass creates generation 1; a pod of the current generation built
+    from another template or vLLM config replaces the group (a new generation), unless the API server
+    refuses the new pods (``rejected``: the running group is left untouched, a Decision returned as is); a
+    lost rank restarts it under the restart policy."""
+    meta = pdep["metadata"]
+    generation = int(meta.get("generation") or 0)
+    st, events = _budget(prev, meta, generation)
     gen = st.group_generation
     if gen == 0:
+        pc = obj.spec.parallel_config
         gen = 1
-        st.last_group_change = "Created"
+        st.last_group_change = GroupChange.CREATED
         st.group_created_time = iso(now)
-        d.events.append(
+        events.append(
             EventSpec(
                 c.EVENT_GROUP_CREATED,
                 f"creating {derived.pods(pc)} rank pods ({derived.layout(pc).value}, DP={pc.data_parallel_size}, "
                 f"{derived.gpus_per_pod(pc)} GPUs each)",
             )
         )
-    the_plan = planner(verdict.obj, gen)
-    desired = {p.name: p for p in the_plan.pods}
-    tpl_label = the_plan.template_hash[:HASH_LABEL_CHARS]
-    cfg_label = the_plan.config_hash[:HASH_LABEL_CHARS]
-
     # A pod this group cannot have made (its name is none of <name>-<index>) carries its ownerReference only
     # because someone pointed it here: it is deleted, and is neither a rank failure nor a change of the group.
-    ours: list[dict[str, Any]] = []
+    ranks: list[dict[str, Any]] = []
     foreign: list[dict[str, Any]] = []
     for p in pods:
-        (ours if is_rank_pod_name(meta["name"], p["metadata"]["name"]) else foreign).append(p)
-    pods = ours
-    current = [p for p in pods if pod_generation(p) == gen]
+        (ranks if is_rank_pod_name(meta["name"], p["metadata"]["name"]) else foreign).append(p)
+    t = Transition(st, gen, planner(obj, gen), ranks, foreign, events)
+    desired = t.desired
+    tpl_label = t.plan.template_hash[:HASH_LABEL_CHARS]
+    cfg_label = t.plan.config_hash[:HASH_LABEL_CHARS]
+    current = [p for p in ranks if pod_generation(p) == gen]
     # Terminating pods count too: their labels still say what they were built from. A spec change whose
     # deletes were sent by an operator that died before recording it is a replacement, not a rank failure.
     stale = [
@@ -324,166 +445,91 @@ def decide(
         or (p["metadata"].get("labels") or {}).get(c.LABEL_CONFIG_HASH) != cfg_label
         or p["metadata"]["name"] not in desired
     ]
-    rank_failures: dict[str, Failure] = {}
-
     if stale and rejected is not None:
         d = _left_untouched(
             prev,
             generation,
             c.REASON_POD_REJECTED,
-            f"the API server refuses the rank pods of this spec (a dry-run create of {the_plan.pods[0].name}): "
+            f"the API server refuses the rank pods of this spec (a dry-run create of {t.plan.pods[0].name}): "
             f"{rejected}",
             now,
         )
         d.requeue_after = REJECTED_RECHECK_SECONDS  # a missing PriorityClass or ServiceAccount may appear
         return d
-    if stale and gen > 0:
+    if stale:
         old_cfg = (stale[0]["metadata"].get("labels") or {}).get(c.LABEL_CONFIG_HASH, "?")
         why = "vLLM config hash changed" if old_cfg != cfg_label else "pod template changed"
-        gen += 1
-        st.last_group_change = "Replaced"
-        st.group_created_time = iso(now)
-        d.events.append(
+        _new_generation(t, obj, planner, GroupChange.REPLACED, now)
+        t.events.append(
             EventSpec(
                 c.EVENT_GROUP_REPLACED,
                 f"{why}: replacing the whole group ({len(current)} old pods deleted first, then "
-                f"{len(the_plan.pods)} new pods; old and new ranks never run together)",
+                f"{len(t.plan.pods)} new pods; old and new ranks never run together)",
             )
         )
-        the_plan = planner(verdict.obj, gen)
-        desired = {p.name: p for p in the_plan.pods}
-        current = []
-    else:
-        # Incident detection on the current generation.
-        failed = [p for p in current if is_lost(p)]
-        missing = []
-        if st.created_generation == gen:
-            present = {p["metadata"]["name"] for p in current}
-            missing = [n for n in desired if n not in present]
-        if failed or missing:
-            for p in failed:
-                phase = (p.get("status") or {}).get("phase")
-                reason = "Deleted" if is_terminating(p) else "Succeeded" if phase == "Succeeded" else "Failed"
-                rank_failures[p["metadata"]["name"]] = failure_of(p, now, reason)
-            for n in missing:
-                rank_failures[n] = Failure(
-                    reason="Deleted",
-                    message="rank pod is gone: deleted, evicted, or taken from the group (ownerReference changed)",
-                    time=iso(now),
-                    pod=n,
-                    group_generation=gen,
-                )
-            # One Warning event per failed rank, once: a failure already recorded in status is not new.
-            known = {
-                (r.last_failure.pod, r.last_failure.group_generation) for r in prev.ranks if r.last_failure
-            }
-            for pod_name_, f in rank_failures.items():
-                if (pod_name_, f.group_generation) not in known:
-                    how = "exited" if exited(f) else "failed"
-                    d.events.append(
-                        EventSpec(c.EVENT_RANK_FAILED, f"rank pod {pod_name_} {how}: {_describe(f)}", True)
-                    )
-            first = next(iter(rank_failures.items()))
-            incident = f"rank pod {first[0]} {lost_verb(first[1], first[0] in missing)}" + (
-                f" (+{len(rank_failures) - 1} more)" if len(rank_failures) > 1 else ""
-            )
-            if policy.policy == "Never":
-                st.last_restart_reason = incident
-            elif st.group_restarts >= policy.max_restarts:
-                ready = _cond(conds, c.COND_READY)
-                if ready is None or ready.reason != c.REASON_RESTART_BUDGET_EXHAUSTED:
-                    d.events.append(
-                        EventSpec(
-                            c.EVENT_BUDGET_EXHAUSTED,
-                            f"{incident}; restart budget of {policy.max_restarts} exhausted: no more restarts until "
-                            f"the spec changes or the annotation {c.ANNOTATION_RETRY} gets a new value",
-                            True,
-                        )
-                    )
-                st.last_restart_reason = incident
-            else:
-                wait = backoff_seconds(st.group_restarts, policy.backoff_seconds, policy.max_backoff_seconds)
-                last = parse_iso(st.last_restart_time)
-                due = (last + dt.timedelta(seconds=wait)) if (last and wait) else now
-                if due > now:
-                    d.requeue_after = (due - now).total_seconds()
-                    st.last_restart_reason = incident
-                else:
-                    gen += 1
-                    st.group_restarts += 1
-                    st.last_restart_time = iso(now)
-                    st.last_restart_reason = incident
-                    st.last_group_change = "Restarted"
-                    st.group_created_time = iso(now)
-                    d.restarted = True
-                    d.events.append(
-                        EventSpec(
-                            c.EVENT_GROUP_RESTARTED,
-                            f"{incident}: recreating all {len(desired)} rank pods as a gang "
-                            f"(restart {st.group_restarts}/{policy.max_restarts})",
-                            True,
-                        )
-                    )
-                    the_plan = planner(verdict.obj, gen)
-                    desired = {p.name: p for p in the_plan.pods}
-                    current = []
+        return t
+    t.failures, incident = _lost_ranks(t, current, prev, now)
+    if incident is not None:
+        _restart(t, obj, incident, list(prev.conditions), planner, now)
+    return t
 
-    st.group_generation = gen
-    d.plan = the_plan
 
-    # ---- actions: delete old generations, then create the new one once they are gone.
-    old = [
-        p
-        for p in pods
-        if pod_generation(p) < gen or (pod_generation(p) == gen and p["metadata"]["name"] not in desired)
-    ]
-    for p in old + foreign:
+def actions(t: Transition, services: list[dict[str, Any]]) -> Actions:
+    """Step 2: the writes. Pods of earlier generations are deleted, and the current generation is created
+    only once they are gone; a group that lost a rank and waits for its restart (backoff, exhausted budget,
+    restartPolicy Never) is not refilled pod by pod. Drifted labels and Services are applied."""
+    a = Actions()
+    gen, desired = t.generation, t.desired
+    for p in t.ranks:
+        g = pod_generation(p)
+        if g < gen or (g == gen and p["metadata"]["name"] not in desired):
+            a.old.append(p)
+        elif g == gen:
+            a.current[p["metadata"]["name"]] = p
+    for p in a.old + t.foreign:
         if not is_terminating(p):
-            d.delete.append(("Pod", p["metadata"]["name"], p["metadata"]["uid"]))
-    by_name_current = {
-        p["metadata"]["name"]: p
-        for p in pods
-        if pod_generation(p) == gen and p["metadata"]["name"] in desired
-    }
-    exhausted_or_stopped = False
-    if not old:
-        failed_now = any(is_lost(p) for p in by_name_current.values())
-        exhausted_or_stopped = bool(rank_failures) and not d.restarted
+            a.delete.append(("Pod", p["metadata"]["name"], p["metadata"]["uid"]))
+    created_before = t.status.created_generation == gen
+    if not a.old:
+        lost_now = any(is_lost(p) for p in a.current.values())
+        waiting = (bool(t.failures) and not t.restarted) or t.requeue_after is not None
         for n, pp in desired.items():
-            obs = by_name_current.get(n)
+            obs = a.current.get(n)
             if obs is None:
-                if st.created_generation == gen and (exhausted_or_stopped or d.requeue_after is not None):
+                if created_before and (waiting or lost_now):
                     continue  # a failed group waits for its restart; it is not refilled pod by pod
-                if failed_now and st.created_generation == gen:
-                    continue
-                d.apply.append(pp.body)
+                a.apply.append(pp.body)
             elif not is_terminating(obs) and _pod_differs(obs, pp.body):
-                d.apply.append(pp.body)
-        live = not any(is_terminating(p) for p in by_name_current.values())
-        if by_name_current and len(by_name_current) == len(desired) and live:
-            st.created_generation = gen
-        elif live and st.created_generation != gen:
-            created_now = {pp["metadata"]["name"] for pp in d.apply if pp["kind"] == "Pod"}
-            if set(desired) <= created_now | set(by_name_current):
-                d.fills_generation = gen
-    desired_svcs = {s["metadata"]["name"]: s for s in the_plan.services}
+                a.apply.append(pp.body)
+        live = not any(is_terminating(p) for p in a.current.values())
+        if a.current and len(a.current) == len(desired) and live:
+            a.created = True
+        elif live and not created_before:
+            created_now = {pp["metadata"]["name"] for pp in a.apply if pp["kind"] == "Pod"}
+            if set(desired) <= created_now | set(a.current):
+                a.fills_generation = gen
+    desired_svcs = {s["metadata"]["name"]: s for s in t.plan.services}
     observed_svcs = {s["metadata"]["name"]: s for s in services}
     for n, s in desired_svcs.items():
         if n not in observed_svcs or _service_differs(observed_svcs[n], s):
-            d.apply.append(s)
+            a.apply.append(s)
     for n, s in observed_svcs.items():
         if n not in desired_svcs and not s["metadata"].get("deletionTimestamp"):
-            d.delete.append(("Service", n, s["metadata"]["uid"]))
+            a.delete.append(("Service", n, s["metadata"]["uid"]))
+    return a
 
-    # ---- status
+
+def _rank_table(
+    t: Transition, a: Actions, prev: ParallelDeploymentStatus
+) -> tuple[list[RankStatus], int, list[str]]:
+    """Per-pod rank status, the number of ready DP ranks, and the scheduler's messages of unschedulable pods."""
     prev_ranks = {r.pod: r for r in prev.ranks}
     ranks: list[RankStatus] = []
     rank_ready: dict[int, bool] = {}
     unschedulable: list[str] = []
-    waiting = 0
-    for pp in the_plan.pods:
-        obs = by_name_current.get(pp.name)
-        last_failure = rank_failures.get(pp.name) or (
+    for pp in t.plan.pods:
+        obs = a.current.get(pp.name)
+        last_failure = t.failures.get(pp.name) or (
             prev_ranks[pp.name].last_failure if pp.name in prev_ranks else None
         )
         r = RankStatus(
@@ -498,37 +544,93 @@ def decide(
             r.node = obs["spec"].get("nodeName")
             r.ready = pod_counts_ready(obs)
             r.restarts = restart_count(obs)
-            if not r.ready:
-                waiting += 1
             pending_why = unschedulable_message(obs)
             if pending_why is not None:
                 unschedulable.append(pending_why)
         ranks.append(r)
-        for (
-            dp_rank
-        ) in pp.dp_ranks:  # a DP rank is ready when every pod hosting it is (TorchRun: PP x TP pods)
+        # A DP rank is ready when every pod hosting it is (torchrun-style: PP x TP pods per rank).
+        for dp_rank in pp.dp_ranks:
             rank_ready[dp_rank] = rank_ready.get(dp_rank, True) and r.ready
-    ready_ranks = sum(rank_ready.values())
+    return ranks, sum(rank_ready.values()), unschedulable
+
+
+def _coming_up_reason(
+    t: Transition, a: Actions, unschedulable: list[str], ready_ranks: int, total: int
+) -> tuple[str, str, bool]:
+    """Why a group that is not Ready and not stopped is not Ready yet: (reason, message, degraded)."""
+    st, desired = t.status, t.desired
+    if t.requeue_after is not None and t.failures:
+        return (
+            c.REASON_RESTART_BACKOFF,
+            f"{st.last_restart_reason}; group restart in {t.requeue_after:.0f}s (backoff)",
+            True,
+        )
+    if a.old and st.last_group_change == GroupChange.REPLACED:
+        return (
+            c.REASON_ROLLING_OUT,
+            f"replacing the group: waiting for {len(a.old)} old pods to be deleted",
+            False,
+        )
+    if a.old and st.last_group_change == GroupChange.RESTARTED:
+        return (
+            c.REASON_GROUP_RESTARTING,
+            f"{st.last_restart_reason}; waiting for {len(a.old)} old pods to be deleted",
+            True,
+        )
+    if unschedulable:
+        gpus = len(unschedulable) * t.plan.gpus_per_pod
+        short = "nvidia.com/gpu" in unschedulable[0] or "Insufficient" not in unschedulable[0]
+        need = f": {gpus} more nvidia.com/gpu needed ({t.plan.gpus_per_pod} per pod)" if short else ""
+        return (
+            c.REASON_INSUFFICIENT_CAPACITY,
+            f"{len(unschedulable)} of {len(desired)} rank pods unschedulable{need}; no restart until they are "
+            f"scheduled; scheduler: {unschedulable[0]}",
+            False,
+        )
+    if len(a.current) < len(desired):
+        return c.REASON_CREATING, f"{len(a.current)}/{len(desired)} rank pods created", False
+    return c.REASON_WAITING_FOR_RANKS, f"{ready_ranks}/{total} DP ranks ready", False
+
+
+def status_of(
+    t: Transition,
+    a: Actions,
+    obj: ParallelDeployment,
+    verdict: Verdict,
+    prev: ParallelDeploymentStatus,
+    generation: int,
+    now: dt.datetime,
+) -> tuple[ParallelDeploymentStatus, list[EventSpec], bool]:
+    """Step 3: the status: gang state, rank table, derived values and the kstatus conditions. Returns it
+    with the events it adds (deprecation warnings once per generation, GroupReady) and whether the group
+    became Ready."""
+    st, pc, policy = t.status, obj.spec.parallel_config, obj.spec.restart_policy
+    events: list[EventSpec] = []
+    st.group_generation = t.generation
+    if a.created:
+        st.created_generation = t.generation
+    ranks, ready_ranks, unschedulable = _rank_table(t, a, prev)
     st.ranks = ranks
-    all_ready = len(by_name_current) == len(desired) and all(r.ready for r in ranks) and not old
+    all_ready = len(a.current) == len(t.plan.pods) and all(r.ready for r in ranks) and not a.old
     total = pc.data_parallel_size
     st.total_ranks = total
     st.ready_ranks = ready_ranks
     st.ready = f"{ready_ranks}/{total}"
     st.replicas = total
-    st.selector = the_plan.selector
-    st.config_hash = the_plan.config_hash
+    st.selector = t.plan.selector
+    st.config_hash = t.plan.config_hash
     st.derived = Derived(
-        layout=the_plan.layout.value,
+        layout=t.plan.layout.value,
         world_size=derived.world_size(pc),
         world_size_across_dp=derived.world_size_across_dp(pc),
         sequence_parallel_moe=derived.sequence_parallel_moe(pc),
-        pods=len(the_plan.pods),
-        gpus_per_pod=the_plan.gpus_per_pod,
+        pods=len(t.plan.pods),
+        gpus_per_pod=t.plan.gpus_per_pod,
         all2all_backend=derived.effective_all2all(pc),
-        master_address=the_plan.master_address,
+        master_address=t.plan.master_address,
     )
     st.observed_generation = generation
+    conds = list(prev.conditions)
 
     def setc(type_: str, ok: bool, reason: str, message: str) -> Condition:
         return set_condition(conds, type_, ok, reason, message, generation, now)
@@ -536,68 +638,27 @@ def decide(
     valid = setc(c.COND_VALID, True, c.REASON_SPEC_VALID, "; ".join(verdict.warnings) or "spec is valid")
     prev_valid = _cond(conds, c.COND_VALID)
     if verdict.warnings and (prev_valid is None or prev_valid.observed_generation != generation):
-        for w in verdict.warnings:
-            d.events.append(EventSpec(c.EVENT_DEPRECATED_FIELD, w, True))
-    exhausted = (
-        bool(rank_failures)
-        and policy.policy == "RecreateGroup"
-        and not d.restarted
-        and d.requeue_after is None
-        and not old
-    )
-    if exhausted:
+        events.extend(EventSpec(c.EVENT_DEPRECATED_FIELD, w, True) for w in verdict.warnings)
+    stopped = bool(t.failures) and not t.restarted and t.requeue_after is None and not a.old
+    if stopped and policy.policy == "RecreateGroup":
         msg = f"{st.last_restart_reason}; restart budget of {policy.max_restarts} exhausted (set annotation {c.ANNOTATION_RETRY} to retry)"
         ready = setc(c.COND_READY, False, c.REASON_RESTART_BUDGET_EXHAUSTED, msg)
         progressing = setc(c.COND_PROGRESSING, False, c.REASON_RESTART_BUDGET_EXHAUSTED, msg)
         degraded = setc(c.COND_DEGRADED, True, c.REASON_RESTART_BUDGET_EXHAUSTED, msg)
-    elif rank_failures and policy.policy == "Never":
+    elif t.failures and policy.policy == "Never":
         msg = f"{st.last_restart_reason}; restartPolicy Never: the group is left as it is"
         ready = setc(c.COND_READY, False, c.REASON_RANK_FAILED, msg)
         progressing = setc(c.COND_PROGRESSING, False, c.REASON_RESTARTS_DISABLED, msg)
         degraded = setc(c.COND_DEGRADED, True, c.REASON_RANK_FAILED, msg)
     elif all_ready:
-        msg = f"all {total} DP ranks ready in {len(desired)} pods"
+        msg = f"all {total} DP ranks ready in {len(t.plan.pods)} pods"
         ready = setc(c.COND_READY, True, c.REASON_ALL_RANKS_READY, msg)
         progressing = setc(c.COND_PROGRESSING, False, c.REASON_STABLE, msg)
         degraded = setc(c.COND_DEGRADED, False, c.REASON_HEALTHY, msg)
     else:
-        degraded_flag = False
-        if d.requeue_after is not None and rank_failures:
-            reason, msg = (
-                c.REASON_RESTART_BACKOFF,
-                f"{st.last_restart_reason}; group restart in {d.requeue_after:.0f}s (backoff)",
-            )
-            degraded_flag = True
-        elif old and st.last_group_change == "Replaced":
-            reason, msg = (
-                c.REASON_ROLLING_OUT,
-                f"replacing the group: waiting for {len(old)} old pods to be deleted",
-            )
-        elif old and st.last_group_change == "Restarted":
-            reason, msg = (
-                c.REASON_GROUP_RESTARTING,
-                f"{st.last_restart_reason}; waiting for {len(old)} old pods to be deleted",
-            )
-            degraded_flag = True
-        elif unschedulable:
-            gpus = len(unschedulable) * the_plan.gpus_per_pod
-            reason = c.REASON_INSUFFICIENT_CAPACITY
-            short = "nvidia.com/gpu" in unschedulable[0] or "Insufficient" not in unschedulable[0]
-            need = f": {gpus} more nvidia.com/gpu needed ({the_plan.gpus_per_pod} per pod)" if short else ""
-            msg = (
-                f"{len(unschedulable)} of {len(desired)} rank pods unschedulable{need}; no restart until they are "
-                f"scheduled; scheduler: {unschedulable[0]}"
-            )
-        elif len(by_name_current) < len(desired):
-            reason, msg = c.REASON_CREATING, f"{len(by_name_current)}/{len(desired)} rank pods created"
-        else:
-            reason, msg = c.REASON_WAITING_FOR_RANKS, f"{ready_ranks}/{total} DP ranks ready"
-        ready = setc(
-            c.COND_READY,
-            False,
-            reason if reason != c.REASON_WAITING_FOR_RANKS else c.REASON_RANKS_NOT_READY,
-            msg,
-        )
+        reason, msg, degraded_flag = _coming_up_reason(t, a, unschedulable, ready_ranks, total)
+        ready_reason = reason if reason != c.REASON_WAITING_FOR_RANKS else c.REASON_RANKS_NOT_READY
+        ready = setc(c.COND_READY, False, ready_reason, msg)
         progressing = setc(c.COND_PROGRESSING, True, reason, msg)
         degraded = setc(
             c.COND_DEGRADED,
@@ -607,8 +668,45 @@ def decide(
         )
     st.conditions = [valid, ready, progressing, degraded]
     prev_ready = _cond(conds, c.COND_READY)
-    d.became_ready = ready.status == "True" and (prev_ready is None or prev_ready.status != "True")
-    if d.became_ready:
-        d.events.append(EventSpec(c.EVENT_GROUP_READY, ready.message))
-    d.status = st.model_dump(mode="json", by_alias=True, exclude_none=True)
-    return d
+    became_ready = ready.status == "True" and (prev_ready is None or prev_ready.status != "True")
+    if became_ready:
+        events.append(EventSpec(c.EVENT_GROUP_READY, ready.message))
+    return st, events, became_ready
+
+
+def decide(
+    pdep: dict[str, Any],
+    verdict: Verdict,
+    pods: list[dict[str, Any]],
+    services: list[dict[str, Any]],
+    now: dt.datetime,
+    planner: Planner = plan,
+    rejected: str | None = None,
+) -> Decision:
+    """transition → actions → status. ``rejected``: the API server's refusal of the new spec's rank pods (a
+    dry-run create the reconciler makes before it replaces a running group); the running group is then left
+    as it is."""
+    generation = int(pdep["metadata"].get("generation") or 0)
+    prev = ParallelDeploymentStatus.model_validate(pdep.get("status") or {})
+    if not verdict.ok:
+        return _left_untouched(
+            prev, generation, c.REASON_INVALID_SPEC, "; ".join(str(i) for i in verdict.errors), now
+        )
+    assert verdict.obj is not None
+    t = transition(pdep, verdict.obj, prev, pods, now, planner, rejected)
+    if isinstance(t, Decision):
+        return t
+    a = actions(t, services)
+    st, events, became_ready = status_of(t, a, verdict.obj, verdict, prev, generation, now)
+    return Decision(
+        apply=a.apply,
+        delete=a.delete,
+        events=t.events + events,
+        state=st,
+        status=st.model_dump(mode="json", by_alias=True, exclude_none=True),
+        requeue_after=t.requeue_after,
+        plan=t.plan,
+        became_ready=became_ready,
+        restarted=t.restarted,
+        fills_generation=a.fills_generation,
+    )

@@ -11,8 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
-from wideep.api import constants as c
-from wideep.api.models import ParallelDeployment
+from wideep.api.models import GroupChange, ParallelDeployment
 from wideep.api.validate import Verdict, validate_object
 from wideep.kube.cache import UPDATE_OWNED, Cache, Key
 from wideep.kube.client import KubeClient, KubeError
@@ -22,6 +21,7 @@ from wideep.planning.planner import GroupPlan, plan
 
 from .decide import Decision, EventSpec, decide, iso, parse_iso
 from .metrics import Metrics
+from .writes import StatusWrite, choose_status_write, creates_put_off, settle_wait, status_after_writes
 
 log = logging.getLogger("wideep.reconcile")
 
@@ -56,53 +56,6 @@ def pace_seconds(cost: float, last: float) -> float:
     that (bench, N=8: passes of 28 ms and 47 ms among ~1 ms ones held the pass that writes Ready=True for
     0.14 s and 0.23 s). A group that grew costs more on two passes running and is paced by that."""
     return min(PACE_MAX_SECONDS, PACE_FACTOR * min(cost, last))
-
-
-def _status_equal(a: dict[str, Any] | None, b: dict[str, Any]) -> bool:
-    return (a or {}) == b
-
-
-# Reasons of a group on its way up: moving from one to the next is progress, like the counts.
-COMING_UP = frozenset({c.REASON_CREATING, c.REASON_WAITING_FOR_RANKS, c.REASON_RANKS_NOT_READY})
-
-
-def _essence(status: dict[str, Any]) -> dict[str, Any]:
-    """The status without its progress figures: ready counts, each rank's phase, node, readiness and
-    restarts, condition messages, and the step between two reasons of a group coming up (creating pods,
-    waiting for ranks). What remains (conditions' status and other reasons, generations, gang state,
-    failures) is what other clients and the next pass act on."""
-    out = {k: v for k, v in status.items() if k not in ("ready", "readyRanks", "ranks", "conditions")}
-    out["ranks"] = [
-        (r.get("pod"), r.get("rank"), r.get("ranks"), r.get("lastFailure")) for r in status.get("ranks") or []
-    ]
-    out["conditions"] = [
-        (
-            cd.get("type"),
-            cd.get("status"),
-            "coming up" if cd.get("reason") in COMING_UP else cd.get("reason"),
-            cd.get("observedGeneration"),
-        )
-        for cd in status.get("conditions") or []
-    ]
-    return out
-
-
-def progress_only(old: dict[str, Any] | None, new: dict[str, Any]) -> bool:
-    """Whether two statuses differ in progress figures only (see _essence)."""
-    return _essence(old or {}) == _essence(new)
-
-
-def coming_up(status: dict[str, Any]) -> bool:
-    """A valid group on its way up with nothing wrong: Ready=False for a reason of COMING_UP (creating pods,
-    waiting for ranks), not Degraded. Unschedulable pods, failures and invalid specs are not."""
-    conds = {cd.get("type"): cd for cd in status.get("conditions") or []}
-    ready, valid, degraded = (conds.get(t) or {} for t in (c.COND_READY, c.COND_VALID, c.COND_DEGRADED))
-    return (
-        valid.get("status") == "True"
-        and degraded.get("status") != "True"
-        and ready.get("status") == "False"
-        and ready.get("reason") in COMING_UP
-    )
 
 
 @dataclasses.dataclass
@@ -235,7 +188,7 @@ class Reconciler:
             for p in pods:
                 self.cache.put_child(p, note=False)
             d = decide(pdep, verdict, pods, services, now, self._plan)
-        if self._new_generation_deletes_pods(pdep, d) and d.status.get("lastGroupChange") == "Replaced":
+        if self._new_generation_deletes_pods(pdep, d) and d.state.last_group_change == GroupChange.REPLACED:
             # Replacing a running group deletes it first: make sure the API server takes the new pods.
             assert d.plan is not None
             rejected = await self._pods_rejected(pdep, d.plan.pods[0].body)
@@ -249,9 +202,7 @@ class Reconciler:
         """A gang restart or replacement of a group that has pods: the decision bumps the group generation
         and deletes pods of the old one."""
         prev_gen = (pdep.get("status") or {}).get("groupGeneration") or 0
-        return d.status.get("groupGeneration", 0) != prev_gen and any(
-            kind == "Pod" for kind, _, _ in d.delete
-        )
+        return d.state.group_generation != prev_gen and any(kind == "Pod" for kind, _, _ in d.delete)
 
     async def _pods_rejected(self, pdep: dict[str, Any], pod: dict[str, Any]) -> str | None:
         """The API server's refusal of a rank pod of this spec (a dry-run create: validation and admission,
@@ -277,7 +228,7 @@ class Reconciler:
 
     async def _act(self, key: Key, pdep: dict[str, Any], d: Decision, now: dt.datetime) -> None:
         """Deletes, then applies, then the status (gang state included), then the events. A new group
-        generation that deletes pods is written first.
+        generation that deletes pods is written first. When to write is chosen by writes.py.
 
         Failed writes do not stop the pass: the status is still written, so gang state such as the
         group generation is never lost and events are not repeated; the key is retried with backoff.
@@ -292,26 +243,11 @@ class Reconciler:
             # instead of deleted pods that look like failed ranks.
             pdep = await self._write_status(key, d.status)
         if d.delete:
-            deleted = await asyncio.gather(
-                *(self.kube.delete(kind, ns, n, uid) for kind, n, uid in d.delete), return_exceptions=True
-            )
-            for (kind, n, uid), outcome in zip(d.delete, deleted, strict=True):
-                self.metrics.api_writes.labels(f"delete/{kind}").inc()
-                if isinstance(outcome, KubeError):
-                    errors.append(f"delete {kind} {n}: {outcome.message}")
-                elif isinstance(outcome, BaseException):
-                    raise outcome
-                else:
-                    self.cache.mark_deleting(kind, key, n, uid, iso(now))
-        gone_at = self.cache.last_pod_gone.get(key)
-        quiet = time.monotonic() - gone_at if gone_at is not None else SETTLE_SECONDS
-        if quiet < SETTLE_SECONDS and any(o["kind"] == "Pod" for o in d.apply):
-            # Pods of the previous generation vanished moments ago: a late delete-by-name from another
-            # actor (a kubelet, kwok, a script) must not hit the new pod that takes the same name.
-            d.apply = [o for o in d.apply if o["kind"] != "Pod"]
-            self.queue.add_after(key, SETTLE_SECONDS - quiet)
-        if d.fills_generation is not None and not any(o["kind"] == "Pod" for o in d.apply):
-            d.fills_generation = None  # the creates were put off (settle)
+            errors += await self._delete_all(key, d.delete, now)
+        wait = settle_wait(self.cache.last_pod_gone.get(key), time.monotonic(), SETTLE_SECONDS)
+        if wait > 0 and any(o["kind"] == "Pod" for o in d.apply):
+            d = creates_put_off(d)
+            self.queue.add_after(key, wait)
         if d.apply:
             self.cache.creating(key, d.apply, True)
             try:
@@ -325,54 +261,59 @@ class Reconciler:
                     raise res
                 else:
                     self.cache.put_child(res, note=False)
-        status = d.status
-        if d.fills_generation is not None and not errors:
-            status["createdGeneration"] = d.fills_generation
-        if errors:
-            msg = errors[0] + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
-            for cond in status.get("conditions", []):
-                if cond["type"] == c.COND_PROGRESSING:
-                    cond["message"] = f"the API server refused planned writes, retrying: {msg}"[:512]
+        status = status_after_writes(d, errors)
         events = d.events
-        pending = self._pending.pop(key, None)
-        if pending is not None:
-            events = pending.events + events
-        if pending is not None or not _status_equal(pdep.get("status"), status):
-            # Progress figures (ready counts, rank phases) of a group coming up change with every pod event;
-            # at 1024 ranks each status write is ~100 kB for the API server, etcd and every watcher. They are
-            # written at most every status_progress_seconds; any other change is written at once.
-            # A new group's first status counts as progress too while the group comes up: it is written once
-            # the group is Ready, or status_progress_seconds after the pass that created its pods, whichever
-            # comes first (a small group is Ready well before: one status write instead of two, and none
-            # while the scheduler and the kubelets start its pods).
-            mono = time.monotonic()
-            since = mono - self._status_written.get(key, float("-inf"))
-            first = pending is not None or (key not in self._status_written and not pdep.get("status"))
-            held = mono - (pending.since if pending is not None else mono)
-            if first and coming_up(status) and held < self.status_progress_seconds:
-                self._pending[key] = PendingStatus(
-                    status, events, pending.since if pending is not None else mono
-                )
-                self.queue.add_after(key, self.status_progress_seconds - held)
-                events = []
-            elif since < self.status_progress_seconds and progress_only(pdep.get("status"), status):
-                self.queue.add_after(key, self.status_progress_seconds - since)
-            else:
-                await self._write_status(key, status)
+        held = self._pending.pop(key, None)
+        if held is not None:
+            events = held.events + events
+        mono = time.monotonic()
+        choice = choose_status_write(
+            pdep.get("status"),
+            status,
+            held_since=held.since if held is not None else None,
+            last_written=self._status_written.get(key),
+            now=mono,
+            progress_seconds=self.status_progress_seconds,
+        )
+        if choice.write is StatusWrite.HOLD_FIRST:
+            self._pending[key] = PendingStatus(status, events, held.since if held is not None else mono)
+            self.queue.add_after(key, choice.after)
+            events = []
+        elif choice.write is StatusWrite.LATER:
+            self.queue.add_after(key, choice.after)
+        elif choice.write is StatusWrite.NOW:
+            await self._write_status(key, status)
         for ev in events:
             await self._event(pdep, ev.reason, ev.message, ev.warning, now)
         if errors:
+            msg = errors[0] + (f" (+{len(errors) - 1} more)" if len(errors) > 1 else "")
             if self._apply_errors.get(key) != errors[0]:
                 self._apply_errors[key] = errors[0]
                 await self._event(pdep, "ApplyFailed", msg, True, now)
             raise RuntimeError(f"{len(errors)} writes failed: {msg}")
         self._apply_errors.pop(key, None)
         if d.became_ready:
-            created = parse_iso(status.get("groupCreatedTime"))
+            created = parse_iso(d.state.group_created_time)
             if created is not None:
                 self.metrics.time_to_ready.observe(max(0.0, (now - created).total_seconds()))
-        self.metrics.ranks_ready.labels(ns, name).set(status.get("readyRanks") or 0)
-        self.metrics.ranks_total.labels(ns, name).set(status.get("totalRanks") or 0)
+        self.metrics.ranks_ready.labels(ns, name).set(d.state.ready_ranks or 0)
+        self.metrics.ranks_total.labels(ns, name).set(d.state.total_ranks or 0)
+
+    async def _delete_all(self, key: Key, deletes: list[tuple[str, str, str]], now: dt.datetime) -> list[str]:
+        """Send every delete at once (uid-preconditioned); the refusals, as messages."""
+        errors: list[str] = []
+        outcomes = await asyncio.gather(
+            *(self.kube.delete(kind, key[0], n, uid) for kind, n, uid in deletes), return_exceptions=True
+        )
+        for (kind, n, uid), outcome in zip(deletes, outcomes, strict=True):
+            self.metrics.api_writes.labels(f"delete/{kind}").inc()
+            if isinstance(outcome, KubeError):
+                errors.append(f"delete {kind} {n}: {outcome.message}")
+            elif isinstance(outcome, BaseException):
+                raise outcome
+            else:
+                self.cache.mark_deleting(kind, key, n, uid, iso(now))
+        return errors
 
     async def _write_status(self, key: Key, status: dict[str, Any]) -> dict[str, Any]:
         updated = None
