@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
@@ -100,17 +101,6 @@ def layout(pc: ParallelConfig) -> Layout:
     return Layout.INTERNAL_LB
 
 
-def ranks_per_pod(pc: ParallelConfig) -> int:
-    """DP ranks hosted by one pod (for TorchRun: the fraction is 1/world, reported as 1)."""
-    lay = layout(pc)
-    if lay in (Layout.EXTERNAL_LB, Layout.SINGLE, Layout.TORCHRUN):
-        return 1
-    local = pc.data_parallel_size_local
-    if not local:
-        return pc.data_parallel_size
-    return local
-
-
 def world_size(pc: ParallelConfig) -> int:
     """vLLM's ParallelConfig.world_size: PP x TP, times DP under external_launcher."""
     ws = pc.pipeline_parallel_size * pc.tensor_parallel_size
@@ -124,16 +114,41 @@ def world_size_across_dp(pc: ParallelConfig) -> int:
     return pc.pipeline_parallel_size * pc.tensor_parallel_size * pc.data_parallel_size
 
 
-def pods(pc: ParallelConfig) -> int:
-    if layout(pc) == Layout.TORCHRUN:
-        return world_size_across_dp(pc)
-    return pc.data_parallel_size // ranks_per_pod(pc)
+@dataclass(frozen=True)
+class Shape:
+    """How a group is laid out on pods, derived once from its ParallelConfig (docs/vllm-wiring.md §1, §2)."""
+
+    layout: Layout
+    pods: int
+    ranks_per_pod: int
+    """DP ranks hosted by one pod (torchrun-style: PP x TP pods host one rank; reported as 1)."""
+    gpus_per_pod: int
+    pp_tp: int
+    """GPUs of one DP rank: pipeline x tensor parallel size."""
+
+    def dp_ranks(self, index: int) -> tuple[int, ...]:
+        """The DP ranks pod ``index`` hosts: the one rank index // (PP x TP) torchrun-style, else
+        ranks_per_pod consecutive ranks from index x ranks_per_pod."""
+        if self.layout == Layout.TORCHRUN:
+            return (index // self.pp_tp,)
+        return tuple(range(index * self.ranks_per_pod, (index + 1) * self.ranks_per_pod))
+
+    @property
+    def serves_http_everywhere(self) -> bool:
+        """Whether every pod runs an API server (external and hybrid LB, DP=1); internal LB: the head only."""
+        return self.layout in (Layout.EXTERNAL_LB, Layout.HYBRID_LB, Layout.SINGLE)
 
 
-def gpus_per_pod(pc: ParallelConfig) -> int:
-    if layout(pc) == Layout.TORCHRUN:
-        return 1
-    return ranks_per_pod(pc) * pc.pipeline_parallel_size * pc.tensor_parallel_size
+def shape(pc: ParallelConfig) -> Shape:
+    lay = layout(pc)
+    pp_tp = pc.pipeline_parallel_size * pc.tensor_parallel_size
+    if lay == Layout.TORCHRUN:
+        return Shape(lay, world_size_across_dp(pc), 1, 1, pp_tp)
+    if lay in (Layout.EXTERNAL_LB, Layout.SINGLE):
+        per_pod = 1
+    else:
+        per_pod = pc.data_parallel_size_local or pc.data_parallel_size
+    return Shape(lay, pc.data_parallel_size // per_pod, per_pod, per_pod * pp_tp, pp_tp)
 
 
 def sequence_parallel_moe(pc: ParallelConfig) -> bool:

@@ -12,7 +12,7 @@ from typing import Any
 
 from wideep.api import constants as c
 from wideep.api import derived
-from wideep.api.derived import Layout
+from wideep.api.derived import Layout, Shape
 from wideep.api.models import Container, ParallelConfig, ParallelDeployment, ParallelDeploymentSpec
 
 HASH_LABEL_CHARS = 32  # label values are at most 63 characters
@@ -33,13 +33,20 @@ class PodPlan:
 class GroupPlan:
     name: str
     namespace: str
-    layout: Layout
+    shape: Shape
     config_hash: str
     template_hash: str
     master_address: str
-    gpus_per_pod: int
     services: list[dict[str, Any]] = field(default_factory=list)
     pods: list[PodPlan] = field(default_factory=list)
+
+    @property
+    def layout(self) -> Layout:
+        return self.shape.layout
+
+    @property
+    def gpus_per_pod(self) -> int:
+        return self.shape.gpus_per_pod
 
     @property
     def selector(self) -> str:
@@ -130,32 +137,32 @@ def common_flags(spec: ParallelDeploymentSpec) -> list[str]:
     return out
 
 
-def dp_flags(spec: ParallelDeploymentSpec, lay: Layout, index: int, address: str) -> list[str]:
-    """The data-parallel flags of pod ``index`` (vllm-serving-facts.md §2, §3, §5.3)."""
+def dp_flags(spec: ParallelDeploymentSpec, lay: Layout, ranks: tuple[int, ...], address: str) -> list[str]:
+    """The data-parallel flags of the pod hosting DP ``ranks`` (docs/vllm-wiring.md §2, §3, §4)."""
     pc = spec.parallel_config
     dp = str(pc.data_parallel_size)
     rpc = ["--data-parallel-address", address, "--data-parallel-rpc-port", str(pc.data_parallel_rpc_port)]
     if lay == Layout.EXTERNAL_LB:
-        out = ["--data-parallel-size", dp, "--data-parallel-rank", str(index), *rpc]
+        out = ["--data-parallel-size", dp, "--data-parallel-rank", str(ranks[0]), *rpc]
         if spec.vllm_version != "0.11.0":  # 0.11.0 has no such flag: the rank implies external LB
             out.append("--data-parallel-external-lb")
         return out
-    local = derived.ranks_per_pod(pc)
+    local = str(len(ranks))
     if lay == Layout.HYBRID_LB:
         return [
             "--data-parallel-size",
             dp,
             "--data-parallel-size-local",
-            str(local),
+            local,
             "--data-parallel-start-rank",
-            str(index * local),
+            str(ranks[0]),
             "--data-parallel-hybrid-lb",
             *rpc,
         ]
     if lay == Layout.INTERNAL_LB:
-        out = ["--data-parallel-size", dp, "--data-parallel-size-local", str(local)]
-        if index > 0:
-            out = ["--headless", *out, "--data-parallel-start-rank", str(index * local)]
+        out = ["--data-parallel-size", dp, "--data-parallel-size-local", local]
+        if ranks[0] > 0:  # every pod but the head runs headless
+            out = ["--headless", *out, "--data-parallel-start-rank", str(ranks[0])]
         return [*out, *rpc]
     return []
 
@@ -227,6 +234,7 @@ def _port(name: str, port: int) -> dict[str, Any]:
 
 
 def plan_services(pdep: ParallelDeployment, lay: Layout) -> list[dict[str, Any]]:
+    """The group's three Services (two torchrun-style, which serves no HTTP)."""
     spec = pdep.spec
     pc = spec.parallel_config
     name = pdep.metadata["name"]
@@ -337,17 +345,14 @@ def plan(pdep: ParallelDeployment, group_generation: int = 1) -> GroupPlan:
     pc = spec.parallel_config
     name = pdep.metadata["name"]
     namespace = pdep.metadata.get("namespace", "default")
-    lay = derived.layout(pc)
-    n_pods = derived.pods(pc)
-    gpus = derived.gpus_per_pod(pc)
-    per_pod = derived.ranks_per_pod(pc)
+    shape = derived.shape(pc)
+    lay = shape.layout
     cfg_hash = derived.vllm_config_hash(pc)
     tpl_hash = derived.template_hash(spec)
     master_fqdn = pod_fqdn(name, 0, namespace, spec.network.cluster_domain)
     world = derived.world_size_across_dp(pc)
-    pp_tp = pc.pipeline_parallel_size * pc.tensor_parallel_size
 
-    base_spec, ctr_idx = _base_pod_spec(spec, name, gpus)
+    base_spec, ctr_idx = _base_pod_spec(spec, name, shape.gpus_per_pod)
     base_json = json.dumps(base_spec)
     user_args: list[str] = list(spec.template.spec.containers[ctr_idx].args or [])
     serving_ctr = spec.template.spec.containers[ctr_idx]
@@ -360,14 +365,9 @@ def plan(pdep: ParallelDeployment, group_generation: int = 1) -> GroupPlan:
     owners = _owner(pdep)
 
     pods: list[PodPlan] = []
-    for i in range(n_pods):
-        if lay == Layout.TORCHRUN:
-            ranks: tuple[int, ...] = (i // pp_tp,)
-        else:
-            ranks = tuple(range(i * per_pod, (i + 1) * per_pod))
-        serves_http = lay in (Layout.EXTERNAL_LB, Layout.HYBRID_LB, Layout.SINGLE) or (
-            lay == Layout.INTERNAL_LB and i == 0
-        )
+    for i in range(shape.pods):
+        ranks = shape.dp_ranks(i)
+        serves_http = shape.serves_http_everywhere or (lay == Layout.INTERNAL_LB and i == 0)
         # Rank 0 binds its ZMQ sockets on this address, so it must be its own pod IP; a Service
         # ClusterIP cannot be bound (vllm-serving-facts.md §4). Others dial rank 0's stable DNS name.
         address = "$(VLLM_HOST_IP)" if i == 0 else master_fqdn
@@ -397,7 +397,12 @@ def plan(pdep: ParallelDeployment, group_generation: int = 1) -> GroupPlan:
         else:
             if not has_command:
                 ctr["command"] = ["vllm", "serve"]
-            args = [*user_args, *dp_flags(spec, lay, i, address), *common, *serving_flags(spec, serves_http)]
+            args = [
+                *user_args,
+                *dp_flags(spec, lay, ranks, address),
+                *common,
+                *serving_flags(spec, serves_http),
+            ]
         ctr["env"] = ctr["env"] + extra_env
         ctr["args"] = args
         if serves_http:
@@ -461,11 +466,10 @@ def plan(pdep: ParallelDeployment, group_generation: int = 1) -> GroupPlan:
     return GroupPlan(
         name=name,
         namespace=namespace,
-        layout=lay,
+        shape=shape,
         config_hash=cfg_hash,
         template_hash=tpl_hash,
         master_address=master_fqdn,
-        gpus_per_pod=gpus,
         services=plan_services(pdep, lay),
         pods=pods,
     )

@@ -413,18 +413,11 @@ def transition(
     generation = int(meta.get("generation") or 0)
     st, events = _budget(prev, meta, generation)
     gen = st.group_generation
-    if gen == 0:
-        pc = obj.spec.parallel_config
+    created = gen == 0
+    if created:
         gen = 1
         st.last_group_change = GroupChange.CREATED
         st.group_created_time = iso(now)
-        events.append(
-            EventSpec(
-                c.EVENT_GROUP_CREATED,
-                f"creating {derived.pods(pc)} rank pods ({derived.layout(pc).value}, DP={pc.data_parallel_size}, "
-                f"{derived.gpus_per_pod(pc)} GPUs each)",
-            )
-        )
     # A pod this group cannot have made (its name is none of <name>-<index>) carries its ownerReference only
     # because someone pointed it here: it is deleted, and is neither a rank failure nor a change of the group.
     ranks: list[dict[str, Any]] = []
@@ -432,6 +425,15 @@ def transition(
     for p in pods:
         (ranks if is_rank_pod_name(meta["name"], p["metadata"]["name"]) else foreign).append(p)
     t = Transition(st, gen, planner(obj, gen), ranks, foreign, events)
+    if created:
+        shape, pc = t.plan.shape, obj.spec.parallel_config
+        t.events.append(
+            EventSpec(
+                c.EVENT_GROUP_CREATED,
+                f"creating {shape.pods} rank pods ({shape.layout.value}, DP={pc.data_parallel_size}, "
+                f"{shape.gpus_per_pod} GPUs each)",
+            )
+        )
     desired = t.desired
     tpl_label = t.plan.template_hash[:HASH_LABEL_CHARS]
     cfg_label = t.plan.config_hash[:HASH_LABEL_CHARS]
