@@ -83,7 +83,6 @@ async def write(kube: KubeClient, ns: str, verb: str, st: dict[str, Any]) -> Non
             params={"fieldManager": "wideep"},
             body={"status": st},
             content_type="application/merge-patch+json",
-            write_kind="status",
         )
 
 

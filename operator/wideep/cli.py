@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from wideep import __version__
+from wideep import __version__, defaults
 
 
 def _load_documents(path: str) -> Iterator[tuple[str, dict[str, Any]]]:
@@ -194,27 +194,42 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--lease-seconds",
         type=float,
-        default=15.0,
+        default=defaults.LEASE_SECONDS,
         help="Lease duration: a leader that stops renewing is replaced after this (renewed every 2/15 of it)",
     )
-    p.add_argument("--liveness-port", type=int, default=8080, help="serve /healthz on this port (0: off)")
     p.add_argument(
-        "--metrics-port", type=int, default=9090, help="serve Prometheus /metrics on this port (0: off)"
+        "--liveness-port",
+        type=int,
+        default=defaults.LIVENESS_PORT,
+        help="serve /healthz on this port (0: off)",
+    )
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=defaults.METRICS_PORT,
+        help="serve Prometheus /metrics on this port (0: off)",
     )
     p.add_argument("--log-format", choices=("json", "plain"), default="json")
     p.add_argument(
-        "--resync-seconds", type=float, default=60.0, help="level-based resync period of every object"
+        "--resync-seconds",
+        type=float,
+        default=defaults.RESYNC_SECONDS,
+        help="level-based resync period of every object",
     )
     p.add_argument(
         "--status-progress-seconds",
         type=float,
-        default=2.0,
+        default=defaults.STATUS_PROGRESS_SECONDS,
         help="a group coming up writes its status (ready counts; a new group's first status) at most this "
         "often, and the pod events behind those counts are taken in by one reconcile per period; any other "
         "change is acted on and written at once (0: every event at once)",
     )
-    p.add_argument("--workers", type=int, default=16, help="ParallelDeployments reconciled at once")
-    p.add_argument("--concurrency", type=int, default=64, help="API calls in flight at once")
+    p.add_argument(
+        "--workers", type=int, default=defaults.WORKERS, help="ParallelDeployments reconciled at once"
+    )
+    p.add_argument(
+        "--concurrency", type=int, default=defaults.CONCURRENCY, help="API calls in flight at once"
+    )
     p.add_argument(
         "--warm-connections",
         type=int,

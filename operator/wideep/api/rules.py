@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
-from .models import DEEPEP_BACKENDS, Container, ParallelConfig, ParallelDeploymentSpec
+from .models import DEEPEP_BACKENDS, ParallelConfig, ParallelDeploymentSpec
 
 Scope = Literal["root", "spec", "parallelConfig", "container"]
 
@@ -422,7 +422,3 @@ def _name_ok(name: str) -> bool:
 
 
 ALL_RULES: tuple[Rule, ...] = PARALLEL_CONFIG_RULES + SPEC_RULES + CONTAINER_RULES + ROOT_RULES
-
-
-def check_container(c: Container) -> list[Rule]:
-    return [r for r in CONTAINER_RULES if not r.check(c)]

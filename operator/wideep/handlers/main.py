@@ -19,21 +19,19 @@ from typing import Any, cast
 import kopf
 from prometheus_client import start_http_server
 
+from wideep import defaults
 from wideep.api import constants as c
 from wideep.kube.cache import Cache, Key
 from wideep.kube.client import Credentials, KubeClient, load_credentials
 from wideep.kube.informer import Informer
-from wideep.kube.leader import LEASE_SECONDS, LeaderElector
+from wideep.kube.leader import LeaderElector
 from wideep.kube.workqueue import WorkQueue
 from wideep.reconcile.metrics import Metrics
 from wideep.reconcile.pods import CLASSIFIER
-from wideep.reconcile.reconciler import STATUS_PROGRESS_SECONDS, Reconciler
+from wideep.reconcile.reconciler import Reconciler
 from wideep.reconcile.warmup import warm_up
 
 log = logging.getLogger("wideep.operator")
-
-WORKERS = 16
-CONCURRENCY = 64
 
 
 class NoDiffBase(kopf.DiffBaseStorage):
@@ -62,7 +60,7 @@ class LeaderConfig:
     namespace: str
     name: str
     identity: str
-    lease_seconds: float = LEASE_SECONDS
+    lease_seconds: float = defaults.LEASE_SECONDS
 
 
 @dataclasses.dataclass
@@ -73,11 +71,11 @@ class Runtime:
     queue: WorkQueue | None = None
     kube: KubeClient | None = None
     reconciler: Reconciler | None = None
-    workers: int = WORKERS
-    concurrency: int = CONCURRENCY
-    resync_seconds: float = 60.0
-    status_progress_seconds: float = STATUS_PROGRESS_SECONDS
-    warm_connections: int = CONCURRENCY
+    workers: int = defaults.WORKERS
+    concurrency: int = defaults.CONCURRENCY
+    resync_seconds: float = defaults.RESYNC_SECONDS
+    status_progress_seconds: float = defaults.STATUS_PROGRESS_SECONDS
+    warm_connections: int = defaults.CONCURRENCY
     namespaces: tuple[str, ...] = ()
     informers: list[Informer] = dataclasses.field(default_factory=list)
     tasks: list[asyncio.Task[None]] = dataclasses.field(default_factory=list)
@@ -266,19 +264,19 @@ def run_operator(
     namespaces: Sequence[str] = (),
     all_namespaces: bool = False,
     leader_election: LeaderConfig | None = None,
-    liveness_port: int = 8080,
-    metrics_port: int = 9090,
+    liveness_port: int = defaults.LIVENESS_PORT,
+    metrics_port: int = defaults.METRICS_PORT,
     log_format: str = "json",
     verbose: bool = False,
     bind_address: str = "0.0.0.0",
     stop_flag: threading.Event | asyncio.Event | None = None,
     ready_flag: threading.Event | asyncio.Event | None = None,
     runtime: Runtime | None = None,
-    resync_seconds: float = 60.0,
-    status_progress_seconds: float = STATUS_PROGRESS_SECONDS,
-    workers: int = WORKERS,
-    concurrency: int = CONCURRENCY,
-    warm_connections: int = CONCURRENCY,
+    resync_seconds: float = defaults.RESYNC_SECONDS,
+    status_progress_seconds: float = defaults.STATUS_PROGRESS_SECONDS,
+    workers: int = defaults.WORKERS,
+    concurrency: int = defaults.CONCURRENCY,
+    warm_connections: int = defaults.CONCURRENCY,
 ) -> int:
     kopf.configure(
         verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL

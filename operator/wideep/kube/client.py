@@ -1,7 +1,7 @@
 """A small async Kubernetes REST client: server-side apply, delete, list, status, events.
 
-The reconciler's writes go through here, over one pooled aiohttp session, so the number of
-write calls is countable (``KubeClient.writes``) and concurrency is bounded in one place.
+The reconciler's calls go through here, over one pooled aiohttp session (watches over a second one), so
+concurrency is bounded in one place.
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ import contextlib
 import os
 import ssl
 import tempfile
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import aiohttp
 import orjson
 import yaml
 
+from wideep import defaults
 from wideep.api import constants as c
 
 SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
@@ -142,12 +142,12 @@ WARM_INTERVAL_SECONDS = 30.0
 
 
 class KubeClient:
-    """One session, bounded concurrency, counted writes."""
+    """One session, bounded concurrency."""
 
     def __init__(
         self,
         creds: Credentials,
-        concurrency: int = 64,
+        concurrency: int = defaults.CONCURRENCY,
         field_manager: str = c.FIELD_MANAGER,
         on_connection: Callable[[], object] | None = None,
     ) -> None:
@@ -157,8 +157,6 @@ class KubeClient:
         self._concurrency = concurrency
         self._session: aiohttp.ClientSession | None = None
         self._watch_session: aiohttp.ClientSession | None = None
-        self.writes: Counter[str] = Counter()
-        self.reads: Counter[str] = Counter()
         self.connections_opened = 0  # TCP+TLS connections made (each a handshake)
         self._on_connection = on_connection
 
@@ -235,7 +233,6 @@ class KubeClient:
         params: dict[str, str] | None = None,
         body: Any = None,
         content_type: str = "application/json",
-        write_kind: str | None = None,
         retries: int = 4,
         unlimited: bool = False,
     ) -> Any:
@@ -256,10 +253,6 @@ class KubeClient:
         for attempt in range(retries + 1):
             try:
                 async with self._sem if not unlimited else contextlib.nullcontext():
-                    if write_kind is not None:
-                        self.writes[write_kind] += 1
-                    else:
-                        self.reads[method] += 1
                     session = self._get_watch_session() if unlimited else self._get_session()
                     async with session.request(method, url, data=data, headers=headers) as resp:
                         raw = await resp.read()
@@ -302,7 +295,6 @@ class KubeClient:
             params=params,
             body=obj,
             content_type="application/apply-patch+yaml",
-            write_kind=f"apply/{obj['kind']}",
         )
         return result
 
@@ -318,7 +310,6 @@ class KubeClient:
             resource_path(obj["kind"], meta["namespace"]),
             params=params,
             body=obj,
-            write_kind=f"{'dry-run' if dry_run else 'create'}/{obj['kind']}",
         )
         return result
 
@@ -335,7 +326,6 @@ class KubeClient:
             params={"fieldManager": self.field_manager},
             body=body,
             content_type=content_type,
-            write_kind=f"patch/{obj['kind']}",
         )
         return result
 
@@ -354,7 +344,6 @@ class KubeClient:
             params=params,
             body=body,
             content_type="application/apply-patch+yaml",
-            write_kind="status",
         )
         return result
 
@@ -368,9 +357,7 @@ class KubeClient:
         if uid:
             body["preconditions"] = {"uid": uid}
         try:
-            await self.request(
-                "DELETE", resource_path(kind, namespace, name), body=body, write_kind=f"delete/{kind}"
-            )
+            await self.request("DELETE", resource_path(kind, namespace, name), body=body)
         except KubeError as exc:
             if exc.status in (404, 409):
                 return False
@@ -390,15 +377,7 @@ class KubeClient:
         self, kind: str, namespace: str | None, label_selector: str | None = None
     ) -> list[dict[str, Any]]:
         """List in one namespace, or in all of them when namespace is None; items get their kind set."""
-        params = {"labelSelector": label_selector} if label_selector else None
-        path = resource_path(kind, namespace or "_")
-        if namespace is None:
-            path = path.replace("/namespaces/_", "")
-        result = await self.request("GET", path, params=params)
-        items: list[dict[str, Any]] = result.get("items", [])
-        for item in items:
-            item.setdefault("kind", kind)
-            item.setdefault("apiVersion", c.API_VERSION if kind == c.KIND else "v1")
+        items, _ = await self.list_with_version(kind, namespace, label_selector)
         return items
 
     async def list_with_version(
@@ -477,4 +456,4 @@ class KubeClient:
             "lastTimestamp": now,
             "count": 1,
         }
-        await self.request("POST", resource_path("Event", meta["namespace"]), body=body, write_kind="event")
+        await self.request("POST", resource_path("Event", meta["namespace"]), body=body)

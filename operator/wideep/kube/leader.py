@@ -20,11 +20,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from wideep import defaults
 from wideep.kube.client import KubeClient, KubeError
 
 log = logging.getLogger("wideep.leader")
 
-LEASE_SECONDS = 15.0
 RENEW_DEADLINE_SHARE = 2 / 3  # of the Lease duration: 10 s of 15 s
 RETRY_SHARE = 2 / 15  # of the Lease duration: 2 s of 15 s
 
@@ -46,7 +46,7 @@ class LeaderElector:
         name: str,
         identity: str,
         *,
-        lease_seconds: float = LEASE_SECONDS,
+        lease_seconds: float = defaults.LEASE_SECONDS,
         renew_deadline_seconds: float | None = None,
         retry_seconds: float | None = None,
         clock: Callable[[], float] = time.monotonic,

@@ -11,6 +11,7 @@ from collections import OrderedDict
 from collections.abc import Callable
 from typing import Any
 
+from wideep import defaults
 from wideep.api.models import GroupChange, ParallelDeployment
 from wideep.api.validate import Verdict, validate_object
 from wideep.kube.cache import UPDATE_OWNED, Cache, Key
@@ -25,13 +26,11 @@ from .writes import StatusWrite, choose_status_write, creates_put_off, settle_wa
 
 log = logging.getLogger("wideep.reconcile")
 
-RESYNC_SECONDS = 60.0
 ERROR_BACKOFF_SECONDS = 5.0
 SETTLE_SECONDS = 1.5
 PLAN_CACHE = 256
 
 
-STATUS_PROGRESS_SECONDS = 2.0
 # Pacing: after a pass whose own computation (decision; a new validation or plan excluded) took t seconds, the
 # next pass of that group waits PACE_FACTOR * t, at most PACE_MAX_SECONDS, so one group's passes use at most
 # ~1/(1 + PACE_FACTOR) of a core. Wall time, not CPU time: while the machine is busy a pass takes longer and
@@ -80,8 +79,8 @@ class Reconciler:
         queue: WorkQueue,
         metrics: Metrics,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
-        resync_seconds: float = RESYNC_SECONDS,
-        status_progress_seconds: float = STATUS_PROGRESS_SECONDS,
+        resync_seconds: float = defaults.RESYNC_SECONDS,
+        status_progress_seconds: float = defaults.STATUS_PROGRESS_SECONDS,
     ) -> None:
         self.resync_seconds = resync_seconds
         self._plans: OrderedDict[tuple[str, int, int], GroupPlan] = OrderedDict()
