@@ -37,10 +37,8 @@ log = logging.getLogger("wideep.operator")
 class NoDiffBase(kopf.DiffBaseStorage):
     """No diff base: kopf keeps one for its change-detecting handlers (on.create/update/resume/delete) and
     their per-field diffs; wideep registers event handlers only, which never see a diff (handlers_have_no_diff
-    in the tests). kopf's default built one for every ParallelDeployment watch event anyway, from two deep
-    copies of the whole object, managed fields and status included: 0.36 ms of the 1.0 ms between an event's
-    arrival and on_pdep at 8 ranks (on the path from a user's apply to the first pod create), ~6 ms of CPU per
-    event at 1024 ranks, whose status is ~150 kB."""
+    in the tests). kopf's default builds one for every watch event anyway, from two deep copies of the whole
+    object, status included: a large share of the time from an event to on_pdep (docs/architecture.md)."""
 
     def build(self, *, body: kopf.Body, extra_fields: Any = None) -> kopf.BodyEssence:
         return cast(kopf.BodyEssence, {})
@@ -148,8 +146,7 @@ async def start_runtime(rt: Runtime) -> None:
     warmed = warm_up()  # the first group's pass runs warm code, like its writes run on warm connections
     log.debug("warmed up the pass pipeline in %.1f ms", warmed.seconds * 1000)
     # What start-up made (modules, schemas, the primed cache) lives as long as the process: moved out of the
-    # collector's reach, a full collection no longer walks it (~58k objects, ~27 ms a pause here, which used
-    # to fall into a group's passes and stretch their pacing).
+    # collector's reach, full collections do not walk it and pause the passes less.
     gc.collect()
     gc.freeze()
     rt.queue.start(rt.workers, rt.reconciler.process)

@@ -221,8 +221,7 @@ class Cache:
 
         The watch often brings a created object before the create's answer does. Such an echo is the object
         the pass that creates it has decided on, like the answer (put_child note=False): it is not noted as a
-        change, so it does not cost the group another pass right after its creates (at N=8 that pass fell
-        among the API server's and the scheduler's work on the new pods). An echo carrying an incident (the
+        change, so it does not cost the group another pass right after its creates. An echo carrying an incident (the
         pod already Failed, deleted, restarted or unschedulable) still is."""
         for obj in objects:
             entry = (obj["kind"], key, obj["metadata"]["name"])

@@ -204,8 +204,8 @@ class KubeClient:
     async def warm(self, connections: int) -> int:
         """Use ``connections`` pooled connections at once, so that they are open (or stay open) for the next
         burst of writes. HTTP/1.1 needs one connection per request in flight, and each new one is a TLS
-        handshake: 64 cost ~60 ms of wall time and ~1 ms of client CPU each on the bench machine
-        (docs/benchmarks.md), paid right when a group is created or restarted. Returns how many succeeded."""
+        handshake, which would otherwise be paid right when a group is created or restarted. Returns how many
+        succeeded."""
         n = min(connections, self._concurrency)
         done = await asyncio.gather(
             *(self.request("GET", "/version", retries=0) for _ in range(n)), return_exceptions=True
@@ -248,7 +248,7 @@ class KubeClient:
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
-            data = orjson.dumps(body)  # 3-7x faster than json for pod-sized bodies (bench --profile)
+            data = orjson.dumps(body)  # several times faster than json for pod-sized bodies
         delay = 0.2
         for attempt in range(retries + 1):
             try:

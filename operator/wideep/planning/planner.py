@@ -258,13 +258,9 @@ def plan_services(pdep: ParallelDeployment, lay: Layout) -> list[dict[str, Any]]
                 pdep, http_service_name(name), {**base_sel, c.LABEL_SERVES_HTTP: "true"}, [http], role="http"
             )
         )
-    # No Service per rank (earlier builds made N of them): each rank already has a stable DNS name through the
-    # headless Service above (pod_fqdn: <name>-<r>.<name>-ranks), and the HTTP Service's EndpointSlices
-    # say which ranks are Ready, with each pod's name. A Service per rank doubled the objects to create
-    # (N pods + N+3 Services), and the endpoint controllers write an Endpoints and an EndpointSlice for
-    # each, again whenever its pod turns Ready: about 2N writes while a group comes up (bench, N = 8:
-    # Ready 0.23 s -> 0.18 s). Per-rank Services left by an older operator are pruned like any other
-    # child the plan no longer has.
+    # No Service per rank: each rank already has a stable DNS name through the headless Service
+    # (pod_fqdn: <name>-<r>.<name>-ranks), and the HTTP Service's EndpointSlices say which ranks are Ready.
+    # A Service per rank would double the objects to create and the endpoint controllers' writes.
     return out
 
 

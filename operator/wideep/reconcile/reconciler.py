@@ -31,16 +31,10 @@ SETTLE_SECONDS = 1.5
 PLAN_CACHE = 256
 
 
-# Pacing: after a pass whose own computation (decision; a new validation or plan excluded) took t seconds, the
-# next pass of that group waits PACE_FACTOR * t, at most PACE_MAX_SECONDS, so one group's passes use at most
-# ~1/(1 + PACE_FACTOR) of a core. Wall time, not CPU time: while the machine is busy a pass takes longer and
-# the next one waits longer, which leaves the cores to the API server, the scheduler and the kubelets (bench,
-# 2 cores: counting CPU time instead made 1.3-1.4x the passes and 1.2x the operator CPU at N = 8 and 64).
-# The pods of a group coming up send several events each, and every event used to start a pass: 48 passes
-# for a 64-rank group, ~90 for 1024 ranks (0.05 s each there), CPU that the API server, the scheduler and
-# kwok were short of on a small machine (bench). Events that arrive meanwhile are merged into the next pass.
-# A pass of 8 ranks costs ~1 ms, so it waits ~5 ms. Not held: the pass after the event that makes a group's
-# last pod Ready (Cache.pop_completed), which writes Ready=True.
+# Pacing: after a pass whose own computation took t seconds, the group's next pass waits PACE_FACTOR * t (at
+# most PACE_MAX_SECONDS), so that the events of a group coming up are merged into few passes and the cores
+# stay with the API server, the scheduler and the kubelets (docs/architecture.md, "Measured choices"). The
+# pass after the event that makes a group's last pod Ready is not held (Cache.pop_completed).
 PACE_FACTOR = 5.0
 PACE_MAX_SECONDS = 1.0
 VERDICT_CACHE = 256
@@ -50,10 +44,8 @@ REJECTED_RECHECK_SECONDS = 30.0
 def pace_seconds(cost: float, last: float) -> float:
     """How long a group's next pass waits after one that cost ``cost`` s (the one before cost ``last``).
 
-    From the smaller of the two: a single slow pass (the process preempted on a busy machine, a garbage
-    collection) says nothing about the next one, and paced alone it held a group's next pass for up to 5x
-    that (bench, N=8: passes of 28 ms and 47 ms among ~1 ms ones held the pass that writes Ready=True for
-    0.14 s and 0.23 s). A group that grew costs more on two passes running and is paced by that."""
+    From the smaller of the two: a single slow pass (the process preempted, a garbage collection) says nothing
+    about the next one; a group that grew costs more on two passes running and is paced by that."""
     return min(PACE_MAX_SECONDS, PACE_FACTOR * min(cost, last))
 
 
@@ -135,7 +127,7 @@ class Reconciler:
         return hit
 
     def _plan(self, obj: ParallelDeployment, group_generation: int) -> GroupPlan:
-        """plan() is pure: memoised per (uid, generation, group generation); 1024 ranks take ~0.2 s to plan."""
+        """plan() is pure: memoised per (uid, generation, group generation), as large groups take long to plan."""
         mk = (str(obj.metadata.get("uid")), int(obj.metadata.get("generation") or 0), group_generation)
         hit = self._plans.get(mk)
         if hit is None:
@@ -332,14 +324,10 @@ class Reconciler:
     ) -> list[dict[str, Any] | BaseException]:
         """_apply() every object, concurrently; each outcome is the answer or the exception.
 
-        Each write is sent before the next is prepared. aiohttp writes a request from a task of its own, which
-        on CPython 3.11 (no eager tasks) first runs once every request of a gather has been prepared: the
-        first of a group's creates reached the API server only after all of them had been prepared (11 at
-        N=8), while the API server, which takes the time of a create, waited. With this and the start-up
-        warm-up, the first create reached the API server 3.1 ms after the ParallelDeployment was answered
-        instead of 4.1 ms (bench quick runs, audit log, medians of 15). Two turns of the event loop let a write's
-        request and then its sending task run; past the client's concurrency writes wait for a slot anyway
-        and are started at once."""
+        Each write is sent before the next is prepared: aiohttp sends a request from a task of its own, which
+        on CPython 3.11 would first run once every request of a gather had been prepared, while the API server
+        waited (docs/architecture.md, "Measured choices"). Two turns of the event loop let a write's request
+        and its sending task run; past the client's concurrency writes wait for a slot anyway."""
         tasks: list[asyncio.Future[dict[str, Any]]] = []
         try:
             for i, obj in enumerate(objects):
@@ -359,9 +347,7 @@ class Reconciler:
         """Write one planned object.
 
         An object the cache does not have is created with a plain POST: server-side apply's merge buys
-        nothing at creation and costs more. For pods (spec immutable) it costs the API server ~20-40% more
-        CPU per pod (bench: the SSA variant of the baseline); a new ClusterIP Service took the API server
-        about twice as long to create by apply as by POST. If the name is taken after all (the cache
+        nothing at creation and costs the API server more (docs/architecture.md, "Measured choices"). If the name is taken after all (the cache
         lagged), the object is server-side applied instead. Every later write is a server-side apply; a
         Service's first one is preceded by moving the fields its POST set into our apply entry
         (_adopt_fields), so that applies can remove what they no longer set (a port whose number changed).

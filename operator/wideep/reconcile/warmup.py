@@ -1,11 +1,9 @@
 """Run the pure pipeline of a pass on a built-in group before the first real one arrives.
 
-The first pass of a fresh process runs code that has never run: lazily built validators and serialisers,
-first-use caches, and bytecode that CPython 3.11 has not yet specialised. On the bench machine,
-validate + plan + decide of the bench's 8-rank group took ~1.05 ms on the first call in a fresh process and
-~0.33 ms from the third on (timed in a throwaway script, 3 processes), and the first group created after an
-operator (re)start paid it, between the ParallelDeployment's arrival and the first pod create. ``warm_up()`` pays it at
-start-up instead, on a group of its own that no API call ever sees.
+The first pass of a fresh process runs code that has never run (lazily built validators and serialisers,
+first-use caches, bytecode CPython 3.11 has not specialised yet), about three times as slow as a warm one
+(docs/architecture.md, "Measured choices"); without this, the first group created after an operator (re)start
+pays it before its first pod create. ``warm_up()`` pays it at start-up, on a group no API call ever sees.
 
 Pure: no I/O, no caches of the reconciler touched (its verdict and plan caches are keyed by uid).
 """
