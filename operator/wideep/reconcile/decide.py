@@ -65,6 +65,14 @@ class Decision:
     # This pass creates every missing pod of this group generation: once all those creates succeed, the
     # status written after them may already record it (createdGeneration), sparing the next pass a write.
     fills_generation: int | None = None
+    # The group generation moved on in this pass (a gang restart or a replacement).
+    new_generation: bool = False
+
+    @property
+    def deletes_a_generation(self) -> bool:
+        """A gang restart or replacement of a group that has pods: its deletes must follow the status write
+        that records the new generation."""
+        return self.new_generation and any(kind == "Pod" for kind, _, _ in self.delete)
 
 
 def iso(t: dt.datetime) -> str:
@@ -279,6 +287,14 @@ class Actions:
     current: dict[str, dict[str, Any]] = field(default_factory=dict)  # this generation's pods by name
     created: bool = False  # every pod of this generation exists and none is on its way out
     fills_generation: int | None = None
+    # The group generation moved on in this pass (a gang restart or a replacement).
+    new_generation: bool = False
+
+    @property
+    def deletes_a_generation(self) -> bool:
+        """A gang restart or replacement of a group that has pods: its deletes must follow the status write
+        that records the new generation."""
+        return self.new_generation and any(kind == "Pod" for kind, _, _ in self.delete)
 
 
 def _budget(
@@ -711,4 +727,5 @@ def decide(
         became_ready=became_ready,
         restarted=t.restarted,
         fills_generation=a.fills_generation,
+        new_generation=st.group_generation != prev.group_generation,
     )

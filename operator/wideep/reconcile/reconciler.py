@@ -179,7 +179,7 @@ class Reconciler:
             for p in pods:
                 self.cache.put_child(p, note=False)
             d = decide(pdep, verdict, pods, services, now, self._plan)
-        if self._new_generation_deletes_pods(pdep, d) and d.state.last_group_change == GroupChange.REPLACED:
+        if d.deletes_a_generation and d.state.last_group_change == GroupChange.REPLACED:
             # Replacing a running group deletes it first: make sure the API server takes the new pods.
             assert d.plan is not None
             rejected = await self._pods_rejected(pdep, d.plan.pods[0].body)
@@ -187,13 +187,6 @@ class Reconciler:
                 d = decide(pdep, verdict, pods, services, now, self._plan, rejected=rejected)
         await self._act(key, pdep, d, now)
         return d.requeue_after
-
-    @staticmethod
-    def _new_generation_deletes_pods(pdep: dict[str, Any], d: Decision) -> bool:
-        """A gang restart or replacement of a group that has pods: the decision bumps the group generation
-        and deletes pods of the old one."""
-        prev_gen = (pdep.get("status") or {}).get("groupGeneration") or 0
-        return d.state.group_generation != prev_gen and any(kind == "Pod" for kind, _, _ in d.delete)
 
     async def _pods_rejected(self, pdep: dict[str, Any], pod: dict[str, Any]) -> str | None:
         """The API server's refusal of a rank pod of this spec (a dry-run create: validation and admission,
@@ -228,7 +221,7 @@ class Reconciler:
         if d.restarted:
             self.metrics.group_restarts.labels(ns, name).inc()
         errors: list[str] = []
-        if self._new_generation_deletes_pods(pdep, d):
+        if d.deletes_a_generation:
             # A gang restart or replacement is recorded before its first delete: an operator that dies in
             # between leaves the new group generation (and a restart counted once) for the next one to finish,
             # instead of deleted pods that look like failed ranks.

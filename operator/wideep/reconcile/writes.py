@@ -125,6 +125,7 @@ def creates_put_off(d: Decision) -> Decision:
         became_ready=d.became_ready,
         restarted=d.restarted,
         fills_generation=None,
+        new_generation=d.new_generation,
     )
 
 
