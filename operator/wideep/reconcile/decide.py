@@ -526,15 +526,21 @@ def actions(t: Transition, services: list[dict[str, Any]]) -> Actions:
             created_now = {pp["metadata"]["name"] for pp in a.apply if pp["kind"] == "Pod"}
             if set(desired) <= created_now | set(a.current):
                 a.fills_generation = gen
-    desired_svcs = {s["metadata"]["name"]: s for s in t.plan.services}
-    observed_svcs = {s["metadata"]["name"]: s for s in services}
-    for n, s in desired_svcs.items():
-        if n not in observed_svcs or _service_differs(observed_svcs[n], s):
-            a.apply.append(s)
-    for n, s in observed_svcs.items():
-        if n not in desired_svcs and not s["metadata"].get("deletionTimestamp"):
-            a.delete.append(("Service", n, s["metadata"]["uid"]))
+    a.apply += _service_writes(t.plan.services, services, a.delete)
     return a
+
+
+def _service_writes(
+    planned: list[dict[str, Any]], services: list[dict[str, Any]], delete: list[tuple[str, str, str]]
+) -> list[dict[str, Any]]:
+    """The planned Services that are missing or drifted; Services the plan no longer has go to ``delete``."""
+    desired = {s["metadata"]["name"]: s for s in planned}
+    observed = {s["metadata"]["name"]: s for s in services}
+    out = [s for n, s in desired.items() if n not in observed or _service_differs(observed[n], s)]
+    for n, s in observed.items():
+        if n not in desired and not s["metadata"].get("deletionTimestamp"):
+            delete.append(("Service", n, s["metadata"]["uid"]))
+    return out
 
 
 def _rank_table(

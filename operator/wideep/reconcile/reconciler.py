@@ -233,18 +233,7 @@ class Reconciler:
             d = creates_put_off(d)
             self.queue.add_after(key, wait)
         if d.apply:
-            self.cache.creating(key, d.apply, True)
-            try:
-                applied = await self._apply_all(key, d.apply)
-            finally:
-                self.cache.creating(key, d.apply, False)
-            for obj, res in zip(d.apply, applied, strict=True):
-                if isinstance(res, KubeError):
-                    errors.append(f"{obj['kind']} {obj['metadata']['name']}: {res.message}")
-                elif isinstance(res, BaseException):
-                    raise res
-                else:
-                    self.cache.put_child(res, note=False)
+            errors += await self._write_all(key, d.apply)
         status = status_after_writes(d, errors)
         events = d.events
         held = self._pending.pop(key, None)
@@ -282,6 +271,24 @@ class Reconciler:
                 self.metrics.time_to_ready.observe(max(0.0, (now - created).total_seconds()))
         self.metrics.ranks_ready.labels(ns, name).set(d.state.ready_ranks or 0)
         self.metrics.ranks_total.labels(ns, name).set(d.state.total_ranks or 0)
+
+    async def _write_all(self, key: Key, objects: list[dict[str, Any]]) -> list[str]:
+        """Create or apply every planned object (_apply_all), the answers into the cache; the refusals, as
+        messages. Meanwhile the cache knows these writes are in flight (their echoes start no pass)."""
+        errors: list[str] = []
+        self.cache.creating(key, objects, True)
+        try:
+            applied = await self._apply_all(key, objects)
+        finally:
+            self.cache.creating(key, objects, False)
+        for obj, res in zip(objects, applied, strict=True):
+            if isinstance(res, KubeError):
+                errors.append(f"{obj['kind']} {obj['metadata']['name']}: {res.message}")
+            elif isinstance(res, BaseException):
+                raise res
+            else:
+                self.cache.put_child(res, note=False)
+        return errors
 
     async def _delete_all(self, key: Key, deletes: list[tuple[str, str, str]], now: dt.datetime) -> list[str]:
         """Send every delete at once (uid-preconditioned); the refusals, as messages."""
