@@ -2,7 +2,7 @@
 
 etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok run from the binaries that
 ``build.py`` caches; kwok turns Node objects annotated ``kwok.x-k8s.io/node: fake`` into Ready GPU
-nodes and drives the pods bound to them. See docs in /work/shared/reference/control-plane-facts.md.
+nodes and drives the pods bound to them (kwok's stages, and ours in ``stages/``).
 
 Layout of the state dir (default ``$WIDEEP_STATE_DIR/cluster``)::
 

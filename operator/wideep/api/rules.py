@@ -6,7 +6,7 @@ same table, and a property test checks them against each other on a real API ser
 
 Sources: vLLM v0.11.1 ``vllm/config/parallel.py`` (``_validate_parallel_config``,
 ``__post_init__``, ``_verify_args``) and ``vllm/engine/arg_utils.py``
-(``create_engine_config`` L1456-L1585), as summarised in vllm-serving-facts.md §1-§1.2.
+(``create_engine_config`` L1456-L1585), as summarised in docs/vllm-wiring.md §7.
 """
 
 from __future__ import annotations

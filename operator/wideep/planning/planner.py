@@ -1,7 +1,7 @@
 """The rank planner: a validated ParallelDeployment → the exact Services and Pods of its group.
 
 Pure: no kopf, no Kubernetes client, no clock, no I/O. Same input, same output, byte for byte.
-Facts: vllm-serving-facts.md §2 (rank formulas), §3 (command lines), §5 (per-pod wiring).
+The vLLM facts it relies on: docs/vllm-wiring.md §1-§4 (layouts, rank formulas, flags, addresses).
 """
 
 from __future__ import annotations
@@ -365,7 +365,7 @@ def plan(pdep: ParallelDeployment, group_generation: int = 1) -> GroupPlan:
         ranks = shape.dp_ranks(i)
         serves_http = shape.serves_http_everywhere or (lay == Layout.INTERNAL_LB and i == 0)
         # Rank 0 binds its ZMQ sockets on this address, so it must be its own pod IP; a Service
-        # ClusterIP cannot be bound (vllm-serving-facts.md §4). Others dial rank 0's stable DNS name.
+        # ClusterIP cannot be bound (docs/vllm-wiring.md §4). Others dial rank 0's stable DNS name.
         address = "$(VLLM_HOST_IP)" if i == 0 else master_fqdn
         pod_spec: dict[str, Any] = json.loads(base_json)
         pod_spec["hostname"] = pod_name(name, i)

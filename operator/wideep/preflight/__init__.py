@@ -4,7 +4,7 @@ It runs in each rank pod (an init container the planner adds when ``spec.preflig
 the environment the planner rendered, and forms the DP group the way vLLM does: a torch TCPStore on
 rank 0's address, then a Gloo process group over a PrefixStore, then vLLM's two DP collectives
 (all_reduce MAX of an int32 "has unfinished work", all_reduce MIN of an int64 "KV-cache memory").
-Every rank must carry the same config hash. Sources: vllm-serving-facts.md §4;
+Every rank must carry the same config hash. Sources: docs/vllm-wiring.md §8, §9;
 vLLM v0.11.1 ``ParallelConfig.stateless_init_dp_group``, ``has_unfinished_dp``,
 ``sync_kv_cache_memory_size`` and ``vllm/distributed/utils.py``.
 

@@ -6,7 +6,7 @@ The gang state lives in the object's status (``groupGeneration``, ``createdGener
 Group generations: every rank pod carries the generation it was created for. A restart or a
 replacement bumps the generation; pods of older generations are deleted, and the new
 generation is created only when no pod of an older one is left, so old and new ranks never
-run together (a mixed DP group hangs vLLM, vllm-serving-facts.md §6).
+run together (a mixed DP group hangs vLLM, docs/vllm-wiring.md §6).
 """
 
 from __future__ import annotations
