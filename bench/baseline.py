@@ -1,6 +1,6 @@
 """The floor: a plain asyncio + aiohttp client creating exactly the operator's objects.
 
-The objects are ``plan()`` of the same spec (``controller_bench.planned_objects``), owned by a real
+The objects are ``plan()`` of the same spec (``controller_bench.objects.planned_objects``), owned by a real
 ParallelDeployment created in a namespace no operator watches. The client holds the same number of
 requests in flight as the operator (64, one pooled session) and uses plain ``POST`` creates, the
 cheapest write the API server offers; everything it sends is serialised before the clock starts.
@@ -16,27 +16,12 @@ import json
 import time
 from typing import Any
 
-from .controller_bench import (
-    BASELINE_USER,
-    CONCURRENCY,
-    PD_NAME,
-    Api,
-    Audit,
-    Bench,
-    BenchError,
-    CpuSampler,
-    Observer,
-    cleanup,
-    cluster_pids,
-    kind_counts,
-    loadavg,
-    make_namespace,
-    object_path,
-    observed_run,
-    pdep_doc,
-    planned_objects,
-    wait_quiet,
-)
+from .controller_bench.cases import Bench, observed_run
+from .controller_bench.cluster import Api, cleanup, cluster_pids, make_namespace, wait_quiet
+from .controller_bench.common import BASELINE_USER, CONCURRENCY, PD_NAME, BenchError
+from .controller_bench.measure import Audit, CpuSampler, loadavg
+from .controller_bench.objects import kind_counts, object_path, pdep_doc, planned_objects
+from .controller_bench.observer import Observer
 
 PLACEHOLDER_UID = "00000000-0000-4000-8000-0000b0a5e11e"
 

@@ -40,7 +40,9 @@ from wideep.kube.informer import SELECTOR, Informer
 from wideep.reconcile.pods import CLASSIFIER
 
 from .baseline import PLACEHOLDER_UID, create_all
-from .controller_bench import CONCURRENCY, Api, object_path, pdep_doc, planned_objects
+from .controller_bench.cluster import Api
+from .controller_bench.common import CONCURRENCY
+from .controller_bench.objects import object_path, pdep_doc, planned_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,24 +28,14 @@ from typing import Any
 
 import yaml
 
-from .controller_bench import (
-    LWS_USER,
-    Api,
-    Bench,
-    BenchError,
-    CpuSampler,
-    Observer,
-    cleanup,
-    cluster_pids,
-    free_port,
-    loadavg,
-    log,
-    make_namespace,
-    observed_run,
-    pdep_doc,
-    planned_objects,
-    wait_quiet,
-)
+from tests.support.cluster import free_port
+
+from .controller_bench.cases import Bench, observed_run
+from .controller_bench.cluster import Api, cleanup, cluster_pids, make_namespace, wait_quiet
+from .controller_bench.common import LWS_USER, BenchError, log
+from .controller_bench.measure import CpuSampler, loadavg
+from .controller_bench.objects import pdep_doc, planned_objects
+from .controller_bench.observer import Observer
 
 LWS_VERSION = "v0.7.0"
 LWS_MODULE = "sigs.k8s.io/lws"

@@ -16,6 +16,7 @@ over ``--reps`` repetitions in this process (the median is reported, the best in
 * ``libyaml``   the same YAML with PyYAML's C emitter (``CSafeDumper``), for comparison.
 
 Ratios are against ``baseline`` for the same DP. Target (issue 4): rendering DP=1024 in under 0.5 s.
+``render_case`` is the one render figure of ``make bench`` (``render`` against ``baseline`` at N = 1024).
 """
 
 from __future__ import annotations
@@ -38,9 +39,12 @@ from typing import Any
 
 import yaml
 
+from tests.support.builders import parallel_deployment
 from wideep import cli
 from wideep.api.validate import validate_object
 from wideep.planning.planner import plan
+
+from .controller_bench.objects import pdep_doc, planned_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "deepseek-v3-wide-ep.yaml"
@@ -48,10 +52,7 @@ TARGET_S = 0.5
 
 
 def deployment(dp: int) -> dict[str, Any]:
-    doc: dict[str, Any] = yaml.safe_load(EXAMPLE.read_text())
-    doc["metadata"]["name"] = f"wide-dp{dp}"
-    doc["spec"]["parallelConfig"]["dataParallelSize"] = dp
-    return doc
+    return parallel_deployment(f"wide-dp{dp}", example=EXAMPLE.name, parallel_config={"dataParallelSize": dp})
 
 
 def naive_pods(template: dict[str, Any], n: int) -> list[dict[str, Any]]:
@@ -123,6 +124,28 @@ def bench(dp: int, reps: int, tmp: Path) -> list[Row]:
         same = "identical to" if ctext == text else "DIFFERENT from"
         rows.append((stage, med, best, cpu, f"yaml.CSafeDumper: output {same} wideep render's"))
     return rows
+
+
+def render_case(reps: int, n: int = 1024) -> dict[str, Any]:
+    """``make bench``'s figure: ``wideep render -f FILE -o yaml`` of the bench's spec at N = 1024 through
+    ``wideep.cli.main`` (the CLI's code path), stdout captured; baseline: a JSON round trip of as many copies
+    of the planned pod 0 (the floor of producing that many objects in Python). Median wall and CPU time of
+    ``reps`` runs."""
+    doc = pdep_doc("render", "default", n)
+    naive = naive_pods(planned_objects(doc, "uid")[0], n)
+
+    def stage(fn: Callable[[], Any]) -> dict[str, float]:
+        _, median, best, cpu, _ = timed("", fn, reps)
+        return {"median_s": median, "best_s": best, "cpu_s": cpu}
+
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "pdep.yaml"
+        path.write_text(yaml.safe_dump(doc))
+        stages = {
+            "render": stage(lambda: cli_render(path, "yaml")),
+            "baseline": stage(lambda: json.loads(json.dumps(naive))),
+        }
+    return {"n": n, "reps": reps, "stages": stages}
 
 
 def profile_plan(dp: int) -> None:

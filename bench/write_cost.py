@@ -30,11 +30,12 @@ import orjson
 import yaml
 
 from devcluster.cluster import LocalCluster, state_root
+from tests.support.crd import install_crd
 from wideep.api import constants as c
 from wideep.kube.client import KubeClient, load_credentials, resource_path
 
-from .controller_bench import cpu_seconds, pdep_doc, planned_objects
-from .run import install_crd
+from .controller_bench.measure import cpu_seconds
+from .controller_bench.objects import pdep_doc, planned_objects
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -28,7 +28,9 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import LocalCluster, cleanup_stale, find_controlplane, read_pids, state_root
-from tests.e2e.support import Kube, create_namespace, delete_namespace, install_crd
+from tests.support.cluster import create_namespace, delete_namespace
+from tests.support.crd import install_crd
+from tests.support.kube import Kube
 
 _CLUSTER: LocalCluster | None = None
 LOG_TAIL_COMPONENTS = ("kube-apiserver", "kwok")

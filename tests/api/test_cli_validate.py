@@ -13,10 +13,10 @@ from typing import Any
 import pytest
 import yaml
 
+from tests.support import ROOT
+from tests.support.builders import example_paths, external_lb, hybrid_lb, parallel_deployment, wide_ep
 from wideep.api import constants
 from wideep.api.validate import validate_object
-
-from .factories import ROOT, example_paths, external_lb, hybrid_lb, parallel_deployment, wide_ep
 
 ERROR_LINE = re.compile(r"^(spec|metadata)\.[A-Za-z0-9_.\[\]]+: \S.*$")
 

@@ -1,6 +1,6 @@
 """The generated CRD: its shape (pure), and its verdicts on a real API server (``cluster``).
 
-The cluster tests send every case of ``test_rules.CASES`` with ``kubectl apply --server-side
+The cluster tests send every case of ``tests.support.rule_cases.CASES`` with ``kubectl apply --server-side
 --dry-run=server`` and hold the API server to the verdict pydantic gives (same accept/refuse; a refusal names
 the field path and, for a cross-field rule, the rule id): the first two of the "same verdict in three
 places".
@@ -17,14 +17,8 @@ import pytest
 import yaml
 
 from devcluster.cluster import LocalCluster
-from wideep.api import constants, rules
-from wideep.api.crd import crd, spec_schema
-from wideep.api.generate import ROOT, api_md
-from wideep.api.models import EplbConfig, ParallelConfig
-from wideep.api.validate import validate_object
-
-from .conftest import DryRunClient, wait_until
-from .factories import (
+from tests.support.apiserver import DryRunClient
+from tests.support.builders import (
     example_paths,
     external_lb,
     hybrid_lb,
@@ -33,7 +27,13 @@ from .factories import (
     torchrun,
     wide_ep,
 )
-from .test_rules import CASE_IDS, CASES, Case, check_pydantic
+from tests.support.rule_cases import CASE_IDS, CASES, Case, check_pydantic
+from tests.support.waits import wait_until
+from wideep.api import constants, rules
+from wideep.api.crd import crd, spec_schema
+from wideep.api.generate import ROOT, api_md
+from wideep.api.models import EplbConfig, ParallelConfig
+from wideep.api.validate import validate_object
 
 ALLOWED_SCHEMA_KEYS = {
     "type",

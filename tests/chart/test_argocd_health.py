@@ -7,37 +7,13 @@ global ``obj``; so does this test, through lupa's embedded Lua 5.1 (PyPI ``lupa`
 from __future__ import annotations
 
 import copy
-from pathlib import Path
 from typing import Any
 
 import pytest
-from lupa import lua51
 
+from tests.support.builders import parallel_deployment
+from tests.support.chart import argocd_health
 from wideep.api import constants as c
-
-ROOT = Path(__file__).resolve().parents[2]
-HEALTH_LUA = ROOT / "charts" / "wideep-operator" / "argocd" / "health.lua"
-
-
-def _to_lua(lua: Any, value: Any) -> Any:
-    if isinstance(value, dict):
-        return lua.table_from({k: _to_lua(lua, v) for k, v in value.items()})
-    if isinstance(value, list):
-        return lua.table_from([_to_lua(lua, v) for v in value])
-    return value
-
-
-def argocd_health(obj: dict[str, Any]) -> dict[str, str]:
-    """Run health.lua on ``obj`` the way Argo CD does; returns {"status": ..., "message": ...}."""
-    lua = lua51.LuaRuntime(unpack_returned_tuples=True)
-    assert lua.eval("_VERSION") == "Lua 5.1"
-    lua.globals().obj = _to_lua(lua, obj)
-    result = lua.execute(HEALTH_LUA.read_text())
-    assert result is not None, "health.lua returned nothing"
-    out = dict(result.items())
-    assert set(out) == {"status", "message"}, out
-    assert out["status"] in {"Healthy", "Progressing", "Degraded", "Suspended", "Missing", "Unknown"}
-    return {k: str(v) for k, v in out.items()}
 
 
 def cond(type_: str, status: bool, reason: str, message: str = "", generation: int = 3) -> dict[str, Any]:
@@ -54,17 +30,18 @@ def cond(type_: str, status: bool, reason: str, message: str = "", generation: i
 def pdep(
     conditions: list[dict[str, Any]] | None, generation: int = 3, observed: int | None = 3
 ) -> dict[str, Any]:
-    obj: dict[str, Any] = {
-        "apiVersion": c.API_VERSION,
-        "kind": c.KIND,
-        "metadata": {"name": "deepseek-v3", "namespace": "llm", "generation": generation},
-        "spec": {"parallelConfig": {"dataParallelSize": 16}},
-    }
+    status: dict[str, Any] | None = None
     if conditions is not None:
-        obj["status"] = {"conditions": conditions, "ready": "16/16"}
+        status = {"conditions": conditions, "ready": "16/16"}
         if observed is not None:
-            obj["status"]["observedGeneration"] = observed
-    return obj
+            status["observedGeneration"] = observed
+    return parallel_deployment(
+        "deepseek-v3",
+        namespace="llm",
+        generation=generation,
+        parallel_config={"dataParallelSize": 16},
+        status=status,
+    )
 
 
 VALID = cond(c.COND_VALID, True, c.REASON_SPEC_VALID, "spec is valid")

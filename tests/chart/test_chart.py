@@ -14,7 +14,6 @@ import os
 import re
 import secrets
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -27,20 +26,19 @@ from typing import Any
 import pytest
 import yaml
 
-from devcluster.cluster import LocalCluster, find_controlplane
-from tests.e2e.support import create_namespace, delete_namespace
+from devcluster.cluster import LocalCluster
+from tests.support import ROOT
+from tests.support.builders import IMAGE, load_example, parallel_deployment
+from tests.support.chart import CHART, argocd_health, helm, render
+from tests.support.cluster import can_i, create_namespace, delete_namespace, free_port
+from tests.support.kube import API
+from tests.support.operator import operator_log_clean
 from wideep import __version__
 from wideep.api import constants as c
 from wideep.api.generate import crd_yaml, version_problems
 from wideep.cli import build_parser
 
-from .test_argocd_health import argocd_health
-
-ROOT = Path(__file__).resolve().parents[2]
-CHART = ROOT / "charts" / "wideep-operator"
 README = CHART / "README.md"
-EXAMPLE = ROOT / "examples" / "deepseek-v3-wide-ep.yaml"
-API = f"/apis/{c.GROUP}/{c.VERSION}"
 VAP_NAME = f"{c.CRD_NAME}-deprecations"
 
 # Exactly what the operator calls (reconcile/kube.py + kopf's watches), nothing more.
@@ -63,39 +61,6 @@ OPERATOR_RULES = [
 # --------------------------------------------------------------------------------------------- helpers
 
 
-def helm_binary() -> Path:
-    cp = find_controlplane()
-    if cp is None or not (cp / "bin" / "helm").is_file():
-        pytest.fail("helm is not built: run `make cluster-build` first", pytrace=False)
-    return cp / "bin" / "helm"
-
-
-def helm(*args: str, kubeconfig: Path | None = None, check: bool = True) -> subprocess.CompletedProcess[str]:
-    home = Path(os.environ.get("WIDEEP_STATE_DIR", ROOT / ".local")) / "helm-home"
-    env = {
-        **os.environ,
-        "HELM_CACHE_HOME": str(home / "cache"),
-        "HELM_CONFIG_HOME": str(home / "config"),
-        "HELM_DATA_HOME": str(home / "data"),
-    }
-    env.pop("KUBECONFIG", None)
-    if kubeconfig is not None:
-        env["KUBECONFIG"] = str(kubeconfig)
-    proc = subprocess.run(
-        [str(helm_binary()), *args], check=False, capture_output=True, text=True, env=env, timeout=180
-    )
-    if check:
-        assert proc.returncode == 0, f"helm {' '.join(args)} failed:\n{proc.stdout}\n{proc.stderr}"
-    return proc
-
-
-def render(*sets: str, namespace: str = "wideep-system", release: str = "wideep") -> list[dict[str, Any]]:
-    args = ["template", release, str(CHART), "--namespace", namespace]
-    for s in sets:
-        args += ["--set", s]
-    return [d for d in yaml.safe_load_all(helm(*args).stdout) if d]
-
-
 def kinds(docs: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
     out: dict[str, list[dict[str, Any]]] = {}
     for d in docs:
@@ -113,12 +78,6 @@ def container(docs: list[dict[str, Any]]) -> dict[str, Any]:
     pod = one(docs, "Deployment")["spec"]["template"]["spec"]
     assert len(pod["containers"]) == 1
     return dict(pod["containers"][0])
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 # --------------------------------------------------------------------------------------------- offline
@@ -508,13 +467,6 @@ def _apply_example(cluster: LocalCluster, ns: str, doc: dict[str, Any]) -> None:
     assert proc.returncode == 0, proc.stderr
 
 
-def _can_i(cluster: LocalCluster, sa: str, *args: str) -> bool:
-    proc = cluster.kubectl("auth", "can-i", *args, f"--as={sa}")
-    answer = proc.stdout.strip()
-    assert answer in ("yes", "no"), proc.stdout + proc.stderr
-    return answer == "yes"
-
-
 def _vap_owned_by_someone_else(cluster: LocalCluster) -> bool:
     """The deprecation-warnings policy is cluster-scoped; when another tool already applied it (the e2e tests
     apply crds/), this release must not try to own it."""
@@ -526,13 +478,6 @@ def _vap_owned_by_someone_else(cluster: LocalCluster) -> bool:
 
 def _pods(cluster: LocalCluster, ns: str, selector: str) -> list[dict[str, Any]]:
     return list(cluster.api("GET", f"/api/v1/namespaces/{ns}/pods?labelSelector={selector}").get("items", []))
-
-
-def operator_log_clean(log: Path) -> None:
-    """No request of the operator was refused by RBAC (the API server names the ServiceAccount then)."""
-    text = log.read_text(errors="replace")
-    refused = 'User "system:serviceaccount:' in text or "403 Forbidden" in text or "APIForbiddenError" in text
-    assert not refused, f"the operator was refused something:\n{text[-4000:]}"
 
 
 def _delete_pdeps(cluster: LocalCluster, ns: str) -> None:
@@ -589,30 +534,30 @@ def test_install_namespaced_rbac_operator_reaches_ready_upgrade_uninstall(
 
         # What the ServiceAccount may and may not do (asked of the API server's authorizer).
         who = f"system:serviceaccount:{op_ns}:{sa_name}"
-        assert _can_i(cluster, who, "watch", "paralleldeployments.wideep.dev", "-n", app_ns)
-        assert _can_i(
+        assert can_i(cluster, who, "watch", "paralleldeployments.wideep.dev", "-n", app_ns)
+        assert can_i(
             cluster, who, "patch", "paralleldeployments.wideep.dev", "--subresource=status", "-n", app_ns
         )
-        assert _can_i(cluster, who, "delete", "pods", "-n", app_ns)
-        assert _can_i(cluster, who, "create", "events", "-n", app_ns)
-        assert not _can_i(cluster, who, "update", "paralleldeployments.wideep.dev", "-n", app_ns), (
+        assert can_i(cluster, who, "delete", "pods", "-n", app_ns)
+        assert can_i(cluster, who, "create", "events", "-n", app_ns)
+        assert not can_i(cluster, who, "update", "paralleldeployments.wideep.dev", "-n", app_ns), (
             "spec is never written"
         )
-        assert not _can_i(cluster, who, "get", "secrets", "-n", app_ns)
-        assert not _can_i(cluster, who, "list", "secrets", "-n", op_ns)
-        assert not _can_i(cluster, who, "get", "nodes")
+        assert not can_i(cluster, who, "get", "secrets", "-n", app_ns)
+        assert not can_i(cluster, who, "list", "secrets", "-n", op_ns)
+        assert not can_i(cluster, who, "get", "nodes")
         for ns in (other_ns, op_ns, "default"):
-            assert not _can_i(cluster, who, "list", "pods", "-n", ns)
-            assert not _can_i(cluster, who, "create", "pods", "-n", ns)
-            assert not _can_i(cluster, who, "list", "paralleldeployments.wideep.dev", "-n", ns)
-        assert not _can_i(cluster, who, "list", "pods", "--all-namespaces")
+            assert not can_i(cluster, who, "list", "pods", "-n", ns)
+            assert not can_i(cluster, who, "create", "pods", "-n", ns)
+            assert not can_i(cluster, who, "list", "paralleldeployments.wideep.dev", "-n", ns)
+        assert not can_i(cluster, who, "list", "pods", "--all-namespaces")
 
         # The operator, run locally with exactly that ServiceAccount's token, brings the example to Ready.
         kubeconfig = cluster.write_kubeconfig(
             tmp_path / "sa.kubeconfig", cluster.create_token(op_ns, sa_name), "sa"
         )
         log = tmp_path / "operator.log"
-        doc = yaml.safe_load(EXAMPLE.read_text())
+        doc = load_example("deepseek-v3-wide-ep")
         name = doc["metadata"]["name"]
         with local_operator(kubeconfig, ["--namespace", app_ns], log):
             _apply_example(cluster, app_ns, doc)
@@ -720,40 +665,33 @@ def test_install_cluster_wide_rbac_with_leader_election(cluster: LocalCluster, t
         cluster.api("GET", f"/apis/rbac.authorization.k8s.io/v1/clusterrolebindings/{cluster_name}")
 
         who = f"system:serviceaccount:{op_ns}:{sa_name}"
-        assert _can_i(cluster, who, "list", "pods", "--all-namespaces")
-        assert _can_i(cluster, who, "watch", "paralleldeployments.wideep.dev", "--all-namespaces")
-        assert _can_i(cluster, who, "update", f"leases.coordination.k8s.io/{lease}", "-n", op_ns)
-        assert _can_i(cluster, who, "create", "leases.coordination.k8s.io", "-n", op_ns)
-        assert not _can_i(cluster, who, "update", "leases.coordination.k8s.io/someone-else", "-n", op_ns)
-        assert not _can_i(cluster, who, "update", f"leases.coordination.k8s.io/{lease}", "-n", app_ns)
-        assert not _can_i(cluster, who, "create", "leases.coordination.k8s.io", "-n", app_ns)
-        assert not _can_i(cluster, who, "get", "secrets", "--all-namespaces")
-        assert not _can_i(cluster, who, "get", "nodes")
-        assert not _can_i(cluster, who, "create", "clusterroles")
-        assert not _can_i(cluster, who, "delete", "namespaces")
-        assert not _can_i(cluster, who, "create", "deployments", "-n", app_ns)
+        assert can_i(cluster, who, "list", "pods", "--all-namespaces")
+        assert can_i(cluster, who, "watch", "paralleldeployments.wideep.dev", "--all-namespaces")
+        assert can_i(cluster, who, "update", f"leases.coordination.k8s.io/{lease}", "-n", op_ns)
+        assert can_i(cluster, who, "create", "leases.coordination.k8s.io", "-n", op_ns)
+        assert not can_i(cluster, who, "update", "leases.coordination.k8s.io/someone-else", "-n", op_ns)
+        assert not can_i(cluster, who, "update", f"leases.coordination.k8s.io/{lease}", "-n", app_ns)
+        assert not can_i(cluster, who, "create", "leases.coordination.k8s.io", "-n", app_ns)
+        assert not can_i(cluster, who, "get", "secrets", "--all-namespaces")
+        assert not can_i(cluster, who, "get", "nodes")
+        assert not can_i(cluster, who, "create", "clusterroles")
+        assert not can_i(cluster, who, "delete", "namespaces")
+        assert not can_i(cluster, who, "create", "deployments", "-n", app_ns)
 
         kubeconfig = cluster.write_kubeconfig(
             tmp_path / "sa.kubeconfig", cluster.create_token(op_ns, sa_name), "sa"
         )
         log = tmp_path / "operator.log"
-        doc = {
-            "apiVersion": c.API_VERSION,
-            "kind": c.KIND,
-            "metadata": {"name": "small", "namespace": app_ns},
-            "spec": {
-                "parallelConfig": {
-                    "dataParallelSize": 2,
-                    "dataParallelExternalLb": True,
-                    "enableExpertParallel": True,
-                },
-                "template": {
-                    "spec": {
-                        "containers": [{"name": "vllm", "image": "vllm/vllm-openai:v0.11.1", "args": ["m"]}]
-                    }
-                },
+        doc = parallel_deployment(
+            "small",
+            namespace=app_ns,
+            parallel_config={
+                "dataParallelSize": 2,
+                "dataParallelExternalLb": True,
+                "enableExpertParallel": True,
             },
-        }
+            containers=[{"name": "vllm", "image": IMAGE, "args": ["m"]}],
+        )
         with local_operator(
             kubeconfig,
             ["--all-namespaces", "--leader-elect", lease],

@@ -8,8 +8,8 @@ from pathlib import Path
 import pytest
 
 from devcluster.cluster import LocalCluster
-
-from .support import Kube, Operator
+from tests.support.kube import Kube
+from tests.support.operator import Operator
 
 
 @pytest.fixture

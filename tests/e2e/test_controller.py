@@ -10,24 +10,16 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import LocalCluster
+from tests.support.builders import load_example, pdep
+from tests.support.cluster import create_namespace, delete_namespace
+from tests.support.kube import PDEPS, Kube, Watcher, uids
+from tests.support.operator import Operator
+from tests.support.waits import wait_until
 from wideep.api import constants as c
 from wideep.api.crd import crd as make_crd
 from wideep.api.derived import vllm_config_hash
 from wideep.api.validate import validate_object
 from wideep.planning.planner import plan
-
-from .support import (
-    PDEPS,
-    Kube,
-    Operator,
-    Watcher,
-    create_namespace,
-    delete_namespace,
-    example,
-    pdep,
-    uids,
-    wait_until,
-)
 
 EXAMPLES = {
     "deepseek-v3-wide-ep.yaml": 16,
@@ -41,7 +33,7 @@ EXAMPLES = {
 def test_example_reaches_ready_with_planned_ranks(
     kube: Kube, operator: Operator, namespace: str, example_file: str, n_pods: int
 ) -> None:
-    obj = example(example_file, namespace)
+    obj = load_example(example_file, namespace)
     name = obj["metadata"]["name"]
     assert kube.apply(obj).returncode == 0
     ready = kube.wait_ready(namespace, name)

@@ -15,8 +15,10 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import LocalCluster
-
-from .support import Kube, Operator, pdep, wait_until
+from tests.support.builders import pdep
+from tests.support.kube import Kube
+from tests.support.operator import Operator
+from tests.support.waits import wait_until
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -9,9 +9,12 @@ from pathlib import Path
 import pytest
 
 from devcluster.cluster import LocalCluster
+from tests.support.builders import on_pool, pdep
+from tests.support.cluster import tainted_pool
+from tests.support.kube import Kube, uids
+from tests.support.operator import Operator
+from tests.support.waits import wait_until
 from wideep.api import constants as c
-
-from .support import Kube, Operator, on_pool, pdep, tainted_pool, uids, wait_until
 
 BIG_POOL = "wideep-test-big"
 

@@ -9,9 +9,12 @@ from __future__ import annotations
 import time
 
 from devcluster.cluster import LocalCluster
+from tests.support.builders import on_pool, pdep
+from tests.support.cluster import add_pool_node, tainted_pool
+from tests.support.kube import Kube, uids
+from tests.support.operator import Operator
+from tests.support.waits import wait_until
 from wideep.api import constants as c
-
-from .support import Kube, Operator, add_pool_node, on_pool, pdep, tainted_pool, uids, wait_until
 
 SHUTDOWN = "EngineCore encountered an issue. See stack trace (above) for the root cause."
 

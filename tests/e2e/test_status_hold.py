@@ -13,9 +13,11 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import LocalCluster
+from tests.support.builders import pdep
+from tests.support.kube import PDEPS, Kube, Watcher
+from tests.support.operator import Operator
+from tests.support.waits import wait_until
 from wideep.api import constants as c
-
-from .support import PDEPS, Kube, Operator, Watcher, pdep, wait_until
 
 
 @contextlib.contextmanager

@@ -1,6 +1,6 @@
 """Helpers for the planner tests: plan a manifest, read a rendered pod, and random VALID specs.
 
-Manifests come from ``tests/api/factories.py`` (plain dicts, camelCase, as the API server stores
+Manifests come from ``tests/support/builders.py`` (plain dicts, camelCase, as the API server stores
 them). ``valid_deployments()`` is a hypothesis strategy of ParallelDeployment dicts that are valid by
 construction across every layout (external LB, hybrid LB, internal LB, single, torchrun); the
 property tests assert that ``validate_object`` agrees, so the strategy cannot drift into invalid specs
@@ -13,7 +13,7 @@ from typing import Any
 
 from hypothesis import strategies as st
 
-from tests.api.factories import MODEL, Obj, parallel_deployment
+from tests.support.builders import MODEL, Obj, parallel_deployment
 from wideep.api.models import ALL2ALL_BACKENDS, DEEPEP_BACKENDS, ParallelDeployment
 from wideep.api.validate import validate_object
 from wideep.planning.planner import GroupPlan, PodPlan, plan

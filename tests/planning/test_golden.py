@@ -19,7 +19,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.api.factories import example_paths
+from tests.support.builders import example_paths
 from wideep import cli
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")

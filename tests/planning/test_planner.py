@@ -1,5 +1,5 @@
 """Table tests of the rank planner, one row per layout: the exact args of pod 0 and pod k, GPUs, env,
-labels, Services and pod hygiene (vllm-serving-facts.md §2-§5).
+labels, Services and pod hygiene (docs/vllm-wiring.md §2-§4).
 
 The expected args are written out literally: they are what ``vllm serve`` receives, so a change to any of
 them must show up here as a diff a reviewer reads.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from tests.api.factories import IMAGE, MODEL, Obj, container, parallel_deployment, set_path, with_changes
+from tests.support.builders import IMAGE, MODEL, Obj, container, parallel_deployment, set_path, with_changes
 from wideep.api import constants as c
 from wideep.api import derived
 from wideep.api.derived import Layout

@@ -24,7 +24,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from tests.api.factories import Obj, external_lb, hybrid_lb, torchrun
+from tests.support.builders import Obj, external_lb, hybrid_lb, torchrun
 from wideep.api import constants as c
 from wideep.api import derived
 from wideep.api.derived import Layout
@@ -73,7 +73,7 @@ EXPECTED_LAYOUT = {
 
 
 def hosted_ranks(args: list[str]) -> list[int]:
-    """The DP ranks a `vllm serve` with these args hosts (vllm-serving-facts.md §1.2, §2)."""
+    """The DP ranks a `vllm serve` with these args hosts (docs/vllm-wiring.md §2)."""
     dp = int(flag_value(args, "--data-parallel-size") or 1)
     rank = flag_value(args, "--data-parallel-rank")
     if rank is not None:

@@ -18,7 +18,7 @@ there in ONE subprocess for every case (importing vLLM takes ~20 s). What it run
 
 The test compares all of it with the PLAN (pod ranks, layout, spec), not with the args it rendered.
 As a cross-check, ``reproduce_dp_resolution`` re-derives the DP fields from the parsed EngineArgs by the
-condensed §1.2 rules of vllm-serving-facts.md and must agree with vLLM's own resolution; if a future
+rules of docs/vllm-wiring.md §1-§2 and must agree with vLLM's own resolution; if a future
 vLLM moved the code the stubs rely on, the helper reports it as an error and the test fails.
 
 Torchrun (external_launcher) pods run the user's script, not ``vllm serve``: for them vLLM's
@@ -46,8 +46,8 @@ import pytest
 import yaml
 from hypothesis import HealthCheck, Phase, given, settings
 
-from tests.api.factories import (
-    ROOT,
+from tests.support import ROOT
+from tests.support.builders import (
     Obj,
     example_paths,
     external_lb,
@@ -353,7 +353,7 @@ def expected_engine(p: Planned) -> dict[str, Any]:
 
 
 def reproduce_dp_resolution(ea: dict[str, Any], headless: bool) -> dict[str, Any]:
-    """vllm-serving-facts.md §1.2 (v0.11.1 create_engine_config), from the parsed EngineArgs (nnodes == 1)."""
+    """docs/vllm-wiring.md §1-§2 (v0.11.1 create_engine_config), from the parsed EngineArgs (nnodes == 1)."""
     assert ea["nnodes"] == 1
     assert not (headless and ea["data_parallel_hybrid_lb"])
     assert not (ea["data_parallel_hybrid_lb"] and ea["data_parallel_external_lb"])

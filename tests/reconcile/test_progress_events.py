@@ -10,14 +10,13 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from tests.support.world import World, make_pdep, make_unschedulable
 from wideep.api import constants as c
 from wideep.api.validate import validate_object
 from wideep.kube.cache import trim
 from wideep.reconcile.decide import Decision, decide
 from wideep.reconcile.pods import decision_facts, pod_counts_ready
 from wideep.reconcile.writes import progress_only
-
-from .test_decide import World, make_pdep, make_unschedulable
 
 MUTATIONS = (
     # progress figures

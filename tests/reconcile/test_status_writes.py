@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from tests.support.world import World, make_pdep
 from wideep.reconcile.decide import Decision
 from wideep.reconcile.writes import (
     StatusWrite,
@@ -196,8 +197,6 @@ def test_creates_wait_for_the_settle_window(gone: float | None, want: float) -> 
 
 
 def _decision() -> Decision:
-    from .test_decide import World, make_pdep
-
     w = World(make_pdep(2))
     return w.step()  # the first pass: creates every pod, fills generation 1
 

@@ -19,20 +19,16 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import LocalCluster
-from tests.chart.test_chart import operator_log_clean, render
-from tests.e2e.support import Kube, create_namespace, delete_namespace, pdep, uids, wait_until
+from tests.support.builders import pdep
+from tests.support.chart import render
+from tests.support.cluster import can_i, create_namespace, delete_namespace
+from tests.support.kube import API, Kube, uids
+from tests.support.operator import operator_log_clean
+from tests.support.reliability import Operators, report
+from tests.support.waits import wait_until
 from wideep.api import constants as c
 
-from .conftest import API, Operators, report
-
 RBAC_KINDS = ("ServiceAccount", "Role", "RoleBinding", "ClusterRole", "ClusterRoleBinding")
-
-
-def _can_i(cluster: LocalCluster, who: str, *args: str) -> bool:
-    proc = cluster.kubectl("auth", "can-i", *args, f"--as={who}")
-    answer = proc.stdout.strip()
-    assert answer in ("yes", "no"), proc.stdout + proc.stderr
-    return answer == "yes"
 
 
 @pytest.fixture
@@ -82,7 +78,7 @@ def test_chart_serviceaccount_reconciles_but_reads_no_secrets_and_a_reader_canno
     # 1. The chart's ServiceAccount reads no Secret, anywhere.
     for ns in (app_ns, op_ns):
         refused("GET", f"/api/v1/namespaces/{ns}/secrets")
-        assert not _can_i(cluster, who, "get", "secrets", "-n", ns)
+        assert not can_i(cluster, who, "get", "secrets", "-n", ns)
     refused("GET", f"/api/v1/namespaces/{app_ns}/secrets/hf-token")
     refused("GET", "/api/v1/secrets")
     refused("GET", f"/api/v1/namespaces/{app_ns}/secrets?watch=1&timeoutSeconds=1")

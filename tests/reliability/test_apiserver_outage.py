@@ -25,10 +25,9 @@ from collections.abc import Iterator
 import pytest
 
 from devcluster.cluster import LocalCluster
-from tests.e2e.support import Kube, on_pool, pdep, wait_until
-from wideep.api import constants as c
-
-from .conftest import (
+from tests.support.builders import on_pool, pdep
+from tests.support.kube import Kube
+from tests.support.reliability import (
     Operators,
     convergence_problems,
     purge,
@@ -36,6 +35,8 @@ from .conftest import (
     unexpected_log_lines,
     wait_converged,
 )
+from tests.support.waits import wait_until
+from wideep.api import constants as c
 
 RANKS = int(os.environ.get("WIDEEP_OUTAGE_RANKS", "64"))
 DOWNTIME = float(os.environ.get("WIDEEP_OUTAGE_SECONDS", "4"))

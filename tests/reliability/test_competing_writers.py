@@ -19,10 +19,13 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import LocalCluster
-from tests.e2e.support import Kube, Operator, create_namespace, delete_namespace, pdep, uids, wait_until
+from tests.support.builders import pdep
+from tests.support.cluster import create_namespace, delete_namespace
+from tests.support.kube import Kube, uids
+from tests.support.operator import Operator
+from tests.support.reliability import Operators, report
+from tests.support.waits import wait_until
 from wideep.api import constants as c
-
-from .conftest import Operators, report
 
 pytestmark = pytest.mark.slow
 

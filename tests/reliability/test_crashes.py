@@ -27,10 +27,19 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import LocalCluster
-from tests.e2e.support import Kube, Operator, on_pool, pdep, uids, wait_until
+from tests.support.builders import on_pool, pdep
+from tests.support.kube import Kube, uids
+from tests.support.operator import Operator
+from tests.support.reliability import (
+    Operators,
+    percentiles,
+    purge,
+    report,
+    unexpected_log_lines,
+    wait_converged,
+)
+from tests.support.waits import wait_until
 from wideep.api import constants as c
-
-from .conftest import Operators, percentiles, purge, report, unexpected_log_lines, wait_converged
 
 TRIALS = int(os.environ.get("WIDEEP_CRASH_TRIALS", "20"))
 RANKS = int(os.environ.get("WIDEEP_CRASH_RANKS", "128"))

@@ -1,6 +1,6 @@
 """Fuzz: random ParallelDeployments sent to the API server for real, into a namespace a running operator watches.
 
-Inputs (hypothesis) are half the API tests' rule-boundary strategy (``tests/api/test_apiserver_agreement``:
+Inputs (hypothesis) are half the API tests' rule-boundary strategy (``tests.support.strategies.objects``:
 mostly refused, one to several rules broken at a time) and half a strategy of specs the API server accepts
 but that are odd for the operator: template labels and annotations that collide with the operator's own or
 are not valid label values, pod-spec fields the operator overrides (restartPolicy, hostname, subdomain,
@@ -27,14 +27,11 @@ plans more pods than this is sent with ``dryRun=All`` instead (verdict compared,
 from __future__ import annotations
 
 import collections
-import http.client
 import itertools
 import json
 import os
 import re
-import ssl
 import time
-import urllib.parse
 from typing import Any
 
 import pytest
@@ -42,15 +39,24 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from devcluster.cluster import LocalCluster
-from tests.api.conftest import DryRun
-from tests.api.factories import external_lb, hybrid_lb, internal_lb, parallel_deployment, torchrun, wide_ep
-from tests.api.test_apiserver_agreement import apiserver_paths, objects
-from tests.e2e.support import Kube, pdep, wait_until
+from tests.support.apiserver import Connection, DryRun, apiserver_paths
+from tests.support.builders import (
+    external_lb,
+    hybrid_lb,
+    internal_lb,
+    parallel_deployment,
+    pdep,
+    set_path,
+    torchrun,
+    wide_ep,
+)
+from tests.support.kube import API, Kube
+from tests.support.reliability import Operators, percentiles, report, unexpected_log_lines
+from tests.support.strategies import objects
+from tests.support.waits import wait_until
 from wideep.api import constants as c
 from wideep.api.validate import validate_object
 from wideep.planning.planner import plan
-
-from .conftest import API, Operators, percentiles, report, unexpected_log_lines
 
 pytestmark = pytest.mark.filterwarnings("ignore:deprecated:DeprecationWarning")
 
@@ -201,48 +207,6 @@ def unique_name(name: str, i: int) -> str:
     if len(name) > 40:
         return name[: len(name) - len(suffix)] + suffix
     return name + suffix
-
-
-# --------------------------------------------------------------------------------------------- client
-
-
-class Connection:
-    """Requests to the API server over one kept-alive HTTPS connection (reconnects when it drops)."""
-
-    def __init__(self, cluster: LocalCluster) -> None:
-        url = urllib.parse.urlsplit(cluster.server)
-        self.host, self.port = url.hostname or "127.0.0.1", url.port or 443
-        self.context = ssl.create_default_context(cafile=str(cluster.ca_path))
-        self.token = cluster.token
-        self.conn: http.client.HTTPSConnection | None = None
-
-    def __call__(self, method: str, path: str, body: Any = None) -> tuple[int, dict[str, Any]]:
-        data = None if body is None else json.dumps(body).encode()
-        headers = {"Authorization": f"Bearer {self.token}", "Accept": "application/json"}
-        if data is not None:
-            headers["Content-Type"] = "application/json"
-        for attempt in range(2):
-            if self.conn is None:
-                self.conn = http.client.HTTPSConnection(
-                    self.host, self.port, context=self.context, timeout=30
-                )
-            try:
-                self.conn.request(method, path, body=data, headers=headers)
-                resp = self.conn.getresponse()
-                raw = resp.read()
-            except (http.client.HTTPException, OSError):
-                self.close()
-                if attempt:
-                    raise
-                continue
-            decoded = json.loads(raw) if raw else {}
-            return resp.status, decoded if isinstance(decoded, dict) else {}
-        raise AssertionError("unreachable")
-
-    def close(self) -> None:
-        if self.conn is not None:
-            self.conn.close()
-            self.conn = None
 
 
 # --------------------------------------------------------------------------------------------- test
@@ -433,8 +397,6 @@ OWNED_FIELD_CASES = [
 def test_accepted_operator_fields_make_pods_the_api_server_accepts(
     cluster: LocalCluster, crd: None, namespace: str, path: str, value: Any
 ) -> None:
-    from tests.api.factories import set_path
-
     obj = set_path(external_lb("owned", dp=2), path, value)
     obj["metadata"]["namespace"] = namespace
     status, body = cluster.request(

@@ -17,12 +17,10 @@ import pytest
 import yaml
 
 from devcluster.cluster import LocalCluster
-from tests.e2e.support import Kube, on_pool, pdep
-from wideep.api import constants as c
-
-from .conftest import (
-    API,
-    ROOT,
+from tests.support import ROOT
+from tests.support.builders import on_pool, pdep
+from tests.support.kube import API, Kube
+from tests.support.reliability import (
     Operators,
     histogram_quantiles,
     percentiles,
@@ -31,6 +29,7 @@ from .conftest import (
     status_rss,
     unexpected_log_lines,
 )
+from wideep.api import constants as c
 
 GROUPS = int(os.environ.get("WIDEEP_LOAD_GROUPS", "50"))
 RANKS = int(os.environ.get("WIDEEP_LOAD_RANKS", "2"))

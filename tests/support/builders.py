@@ -1,6 +1,7 @@
-"""Test-object factories: ParallelDeployment manifests as plain dicts, the way the API server stores them.
+"""ParallelDeployment manifests as plain dicts, the way the API server stores them.
 
-Every factory returns a fresh, valid object that callers may mutate freely::
+``parallel_deployment`` is the one builder; everything else here is a preset of it. Every call returns a
+fresh, valid object that callers may mutate freely::
 
     obj = parallel_deployment("big", parallel_config={"dataParallelSize": 16, "dataParallelExternalLb": True})
     set_path(obj, "spec.template.spec.containers[0].args", ["my/model", "--port=1"])
@@ -21,16 +22,16 @@ from typing import Any
 
 import yaml
 
+from tests.support import ROOT
 from wideep.api import constants
 
-ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES_DIR = ROOT / "examples"
 IMAGE = "vllm/vllm-openai:v0.11.1"
 MODEL = "Qwen/Qwen3-30B-A3B"
 
 
 class _Unset:
-    """Marker for ``set_path``/``with_changes``: remove the key instead of setting it."""
+    """Marker for ``set_path``/``with_changes`` and the builder: remove the key instead of setting it."""
 
     def __repr__(self) -> str:
         return "UNSET"
@@ -66,27 +67,39 @@ def parallel_deployment(
     name: str = "test",
     *,
     namespace: str | None = None,
+    example: str | None = None,
     parallel_config: Mapping[str, Any] | None = None,
     containers: list[Obj] | None = None,
     init_containers: list[Obj] | None = None,
     labels: Mapping[str, str] | None = None,
+    uid: str | None = None,
+    generation: int | None = None,
+    status: Obj | None = None,
     **spec: Any,
 ) -> Obj:
     """A valid ParallelDeployment: one ``vllm`` container, vLLM's defaults for everything unset.
 
-    ``parallel_config`` is ``spec.parallelConfig`` (camelCase keys); other keyword arguments are spec
-    fields (``serving={"port": 8100}``, ``vllmVersion="0.11.0"``, ``restartPolicy=...``) and replace
-    the generated value. A value of ``UNSET`` removes the key.
+    ``example`` starts from the spec of ``examples/<example>.yaml`` instead. ``parallel_config`` sets keys
+    of ``spec.parallelConfig`` (camelCase) over the starting one; ``containers``, ``init_containers`` and
+    ``labels`` (the pod template's) replace it; other keyword arguments are spec fields
+    (``serving={"port": 8100}``, ``vllmVersion="0.11.0"``, ``restartPolicy=...``) and replace the starting
+    value. A value of ``UNSET`` removes the key. ``namespace``, ``uid`` and ``generation`` go to the
+    metadata, ``status`` is the status.
     """
-    pod_spec: Obj = {"containers": list(containers) if containers is not None else [container()]}
+    if example is None:
+        body: Obj = {"template": {"spec": {"containers": [container()]}}}
+    else:
+        body = load_example(example)["spec"]
+    template = body["template"]
+    if containers is not None:
+        template["spec"]["containers"] = list(containers)
     if init_containers is not None:
-        pod_spec["initContainers"] = list(init_containers)
-    template: Obj = {"spec": pod_spec}
+        template["spec"]["initContainers"] = list(init_containers)
     if labels is not None:
         template["metadata"] = {"labels": dict(labels)}
-    body: Obj = {"template": template}
     if parallel_config is not None:
-        body["parallelConfig"] = dict(parallel_config)
+        pc = {**(body.get("parallelConfig") or {}), **parallel_config}
+        body["parallelConfig"] = {k: v for k, v in pc.items() if v is not UNSET}
     for key, value in spec.items():
         if value is UNSET:
             body.pop(key, None)
@@ -95,9 +108,17 @@ def parallel_deployment(
     meta: Obj = {"name": name}
     if namespace is not None:
         meta["namespace"] = namespace
-    return copy.deepcopy(
-        {"apiVersion": constants.API_VERSION, "kind": constants.KIND, "metadata": meta, "spec": body}
-    )
+    if uid is not None:
+        meta["uid"] = uid
+    if generation is not None:
+        meta["generation"] = generation
+    obj: Obj = {"apiVersion": constants.API_VERSION, "kind": constants.KIND, "metadata": meta, "spec": body}
+    if status is not None:
+        obj["status"] = status
+    return copy.deepcopy(obj)
+
+
+# --------------------------------------------------------------------------------------- layouts
 
 
 def external_lb(name: str = "ext", dp: int = 4, tp: int = 1, **pc: Any) -> Obj:
@@ -162,16 +183,63 @@ def wide_ep(name: str = "wide", dp: int = 16, **pc: Any) -> Obj:
     )
 
 
+def pdep(
+    name: str,
+    namespace: str,
+    *,
+    dp: int = 4,
+    tp: int = 1,
+    external: bool = True,
+    max_restarts: int | None = None,
+    backoff: int = 0,
+    **pc: Any,
+) -> Obj:
+    """A group for the tests on the cluster: expert parallel, external LB when ``dp > 1`` (unless
+    ``external=False``), pods labelled ``app=<name>``, restarts without backoff; ``pc`` are more
+    parallelConfig keys."""
+    parallel: Obj = {"dataParallelSize": dp, "tensorParallelSize": tp, "enableExpertParallel": True}
+    if external and dp > 1:
+        parallel["dataParallelExternalLb"] = True
+    restart: Obj = {"backoffSeconds": backoff}
+    if max_restarts is not None:
+        restart["maxRestarts"] = max_restarts
+    return parallel_deployment(
+        name,
+        namespace=namespace,
+        parallel_config={**parallel, **pc},
+        containers=[container(args=["some/model"])],
+        labels={"app": name},
+        restartPolicy=restart,
+    )
+
+
+def on_pool(obj: Obj, pool: str) -> Obj:
+    """Schedule a ParallelDeployment's pods onto a ``tainted_pool`` (``tests.support.cluster``). In place."""
+    spec = obj["spec"]["template"]["spec"]
+    spec["nodeSelector"] = {"pool": pool}
+    spec["tolerations"] = [{"key": "pool", "operator": "Equal", "value": pool, "effect": "NoSchedule"}]
+    return obj
+
+
+# --------------------------------------------------------------------------------------- examples
+
+
 def example_paths() -> list[Path]:
     return sorted(EXAMPLES_DIR.glob("*.yaml"))
 
 
-def example(name: str) -> Obj:
-    """The first document of ``examples/<name>.yaml`` (``name`` with or without the suffix)."""
+def load_example(name: str, namespace: str | None = None) -> Obj:
+    """The first document of ``examples/<name>.yaml`` (``name`` with or without the suffix), in
+    ``namespace`` when given."""
     path = EXAMPLES_DIR / (name if name.endswith(".yaml") else name + ".yaml")
     doc = yaml.safe_load(path.read_text())
     assert isinstance(doc, dict), path
+    if namespace is not None:
+        doc["metadata"]["namespace"] = namespace
     return doc
+
+
+# --------------------------------------------------------------------------------------- dotted paths
 
 
 _STEP = re.compile(r"([^.\[\]]+)|\[(\d+)\]")
