@@ -26,6 +26,7 @@ import yaml
 from . import build
 from .cluster import (
     COMPONENTS,
+    EXIT_LABEL,
     ClusterError,
     LocalCluster,
     default_state_dir,
@@ -220,6 +221,7 @@ Everything keeps running. Try a failure and watch the whole group restart as a g
   export KUBECONFIG={kc}
   kubectl get pdep,pods -n {DEMO_NAMESPACE} -w &
   kubectl label pod -n {DEMO_NAMESPACE} {name}-3 {FAIL_LABEL}
+  kubectl label pod -n {DEMO_NAMESPACE} {name}-5 {EXIT_LABEL}=true     # a rank that exits 0, as vLLM does
   kubectl get events -n {DEMO_NAMESPACE} --field-selector involvedObject.name={name}
   kubectl get pdep -n {DEMO_NAMESPACE} {name} -o jsonpath='{{.status.ranks[3].lastFailure}}'
   kubectl scale pdep -n {DEMO_NAMESPACE} {name} --replicas 8      # new DP size, full re-roll
