@@ -48,8 +48,13 @@ verify: ## fail when a generated file differs from what the generator writes
 extras: ## virtualenv with the real vLLM 0.11.1 (+torch), for the argument-parser and preflight tests
 	@bash tools/vllm-venv.sh >/dev/null
 
+.PHONY: test-tools
+test-tools: ## build the Go tools the tests use (tools/go-tools.txt), once per machine
+	@grep -v '^#' tools/go-tools.txt | while read -r name pkg version; do \
+	  [ -z "$$name" ] || bash tools/go-tool.sh "$$name" "$$pkg" "$$version" >/dev/null || exit 1; done
+
 .PHONY: test
-test: cluster-build extras lint verify ## everything: lint, generated files, all tests (starts its own control plane)
+test: cluster-build extras test-tools lint verify ## everything: lint, generated files, all tests (starts its own control plane)
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
