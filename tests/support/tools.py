@@ -13,8 +13,8 @@ TOOLS_LIST = ROOT / "tools" / "go-tools.txt"
 def tool_specs() -> dict[str, tuple[str, str]]:
     """NAME -> (PACKAGE, VERSION), from tools/go-tools.txt."""
     out: dict[str, tuple[str, str]] = {}
-    for line in TOOLS_LIST.read_text().splitlines():
-        line = line.split("#", 1)[0].strip()
+    for raw in TOOLS_LIST.read_text().splitlines():
+        line = raw.split("#", 1)[0].strip()
         if line:
             name, pkg, version = line.split()
             out[name] = (pkg, version)
