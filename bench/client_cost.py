@@ -35,8 +35,9 @@ import orjson
 
 from devcluster.cluster import LocalCluster, state_root
 from wideep.kube.cache import Cache
-from wideep.kube.client import Credentials, KubeClient, load_credentials
+from wideep.kube.client import KubeClient
 from wideep.kube.informer import SELECTOR, Informer
+from wideep.kube.kubeconfig import Credentials, load_credentials
 from wideep.reconcile.pods import CLASSIFIER
 
 from .baseline import PLACEHOLDER_UID, create_all

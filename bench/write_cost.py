@@ -32,7 +32,8 @@ import yaml
 from devcluster.cluster import LocalCluster, state_root
 from tests.support.crd import install_crd
 from wideep.api import constants as c
-from wideep.kube.client import KubeClient, load_credentials, resource_path
+from wideep.kube.client import KubeClient, resource_path
+from wideep.kube.kubeconfig import load_credentials
 
 from .controller_bench.measure import cpu_seconds
 from .controller_bench.objects import pdep_doc, planned_objects

@@ -142,6 +142,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         workers=args.workers,
         concurrency=args.concurrency,
         warm_connections=args.concurrency if args.warm_connections is None else args.warm_connections,
+        context=args.context,
     )
 
 
@@ -179,6 +180,11 @@ def build_parser() -> argparse.ArgumentParser:
         "-n", "--namespace", action="append", default=[], help="watch this namespace (repeatable)"
     )
     scope.add_argument("-A", "--all-namespaces", action="store_true", help="watch every namespace (default)")
+    p.add_argument(
+        "--context",
+        default=None,
+        help="the kubeconfig context to use (default: the current one; $KUBECONFIG may list several files)",
+    )
     p.add_argument(
         "--leader-elect",
         metavar="LEASE",

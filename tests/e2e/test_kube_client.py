@@ -5,7 +5,8 @@ from __future__ import annotations
 import asyncio
 
 from devcluster.cluster import LocalCluster
-from wideep.kube.client import Credentials, KubeClient
+from wideep.kube.client import KubeClient
+from wideep.kube.kubeconfig import Credentials
 
 
 def test_warm_connections_are_reused_by_the_next_burst(cluster: LocalCluster) -> None:

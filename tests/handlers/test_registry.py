@@ -5,7 +5,7 @@ from __future__ import annotations
 import kopf
 
 from wideep.handlers.main import NoDiffBase, Runtime, build_registry
-from wideep.kube.client import Credentials
+from wideep.kube.kubeconfig import Credentials
 from wideep.reconcile.metrics import Metrics
 
 

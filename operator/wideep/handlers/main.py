@@ -22,8 +22,9 @@ from prometheus_client import start_http_server
 from wideep import defaults
 from wideep.api import constants as c
 from wideep.kube.cache import Cache, Key
-from wideep.kube.client import Credentials, KubeClient, load_credentials
+from wideep.kube.client import KubeClient
 from wideep.kube.informer import Informer
+from wideep.kube.kubeconfig import Credentials, load_credentials
 from wideep.kube.leader import LeaderElector
 from wideep.kube.workqueue import WorkQueue
 from wideep.reconcile.metrics import Metrics
@@ -176,13 +177,16 @@ def build_registry(rt: Runtime) -> kopf.OperatorRegistry:
     registry = kopf.OperatorRegistry()
 
     @kopf.on.login(registry=registry)
-    def login(**_: Any) -> kopf.ConnectionInfo:
+    async def login(**_: Any) -> kopf.ConnectionInfo:
+        # kopf logs in again once ``expiration`` (an exec plugin's token's) has passed.
         cr = rt.creds
         return kopf.ConnectionInfo(
             server=cr.server,
             ca_path=cr.ca_path,
+            ca_data=cr.ca_data,
             insecure=cr.insecure or None,
-            token=cr.bearer(),
+            token=await cr.bearer_async(),
+            expiration=cr.expiry,
             certificate_path=cr.cert_path,
             private_key_path=cr.key_path,
             default_namespace=cr.namespace,
@@ -274,13 +278,14 @@ def run_operator(
     workers: int = defaults.WORKERS,
     concurrency: int = defaults.CONCURRENCY,
     warm_connections: int = defaults.CONCURRENCY,
+    context: str | None = None,
 ) -> int:
     kopf.configure(
         verbose=verbose, log_format=kopf.LogFormat.JSON if log_format == "json" else kopf.LogFormat.FULL
     )
     for noisy in ("kopf.objects", "kopf.activities.probe"):
         logging.getLogger(noisy).setLevel(logging.WARNING if not verbose else logging.DEBUG)
-    creds = runtime.creds if runtime is not None else load_credentials()
+    creds = runtime.creds if runtime is not None else load_credentials(context)
     if leader_election is not None and not leader_election.namespace:
         leader_election = dataclasses.replace(leader_election, namespace=creds.namespace or "default")
     rt = runtime or Runtime(

@@ -7,25 +7,18 @@ concurrency is bounded in one place.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import os
-import ssl
-import tempfile
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
 
 import aiohttp
 import orjson
-import yaml
 
 from wideep import defaults
 from wideep.api import constants as c
-
-SA_DIR = Path("/var/run/secrets/kubernetes.io/serviceaccount")
+from wideep.kube.kubeconfig import Credentials
 
 
 class KubeError(Exception):
@@ -35,89 +28,6 @@ class KubeError(Exception):
         self.reason = reason
         self.message = message
         self.body = body or {}
-
-
-@dataclass(frozen=True)
-class Credentials:
-    server: str
-    ca_path: str | None = None
-    token: str | None = None
-    token_path: str | None = None
-    cert_path: str | None = None
-    key_path: str | None = None
-    insecure: bool = False
-    namespace: str | None = None
-
-    def bearer(self) -> str | None:
-        if self.token_path:
-            return Path(self.token_path).read_text().strip()  # projected tokens rotate: re-read
-        return self.token
-
-    def ssl_context(self) -> ssl.SSLContext | bool:
-        if self.insecure:
-            return False
-        ctx = (
-            ssl.create_default_context(cafile=self.ca_path) if self.ca_path else ssl.create_default_context()
-        )
-        if self.cert_path and self.key_path:
-            ctx.load_cert_chain(self.cert_path, self.key_path)
-        return ctx
-
-
-def _materialise(data_b64: str, suffix: str) -> str:
-    fd, path = tempfile.mkstemp(prefix="wideep-", suffix=suffix)
-    with os.fdopen(fd, "wb") as f:
-        f.write(base64.b64decode(data_b64))
-    os.chmod(path, 0o600)
-    return path
-
-
-def load_credentials() -> Credentials:
-    """In-cluster ServiceAccount, else $KUBECONFIG / ~/.kube/config (current context)."""
-    host, port = os.environ.get("KUBERNETES_SERVICE_HOST"), os.environ.get("KUBERNETES_SERVICE_PORT")
-    if host and port and (SA_DIR / "token").exists() and not os.environ.get("KUBECONFIG"):
-        ns_file = SA_DIR / "namespace"
-        return Credentials(
-            server=f"https://{host}:{port}",
-            ca_path=str(SA_DIR / "ca.crt"),
-            token_path=str(SA_DIR / "token"),
-            namespace=ns_file.read_text().strip() if ns_file.exists() else None,
-        )
-    path = os.environ.get("KUBECONFIG", "").split(os.pathsep)[0] or str(Path.home() / ".kube" / "config")
-    cfg = yaml.safe_load(Path(path).read_text()) or {}
-    ctx_name = cfg.get("current-context")
-    contexts = {x["name"]: x.get("context") or {} for x in cfg.get("contexts", [])}
-    if ctx_name not in contexts:
-        raise RuntimeError(f"kubeconfig {path}: current-context {ctx_name!r} not found")
-    ctx = contexts[ctx_name]
-    cluster = {x["name"]: x.get("cluster") or {} for x in cfg.get("clusters", [])}[ctx["cluster"]]
-    user = {x["name"]: x.get("user") or {} for x in cfg.get("users", [])}[ctx["user"]]
-    base = Path(path).parent
-
-    def rel(p: str | None) -> str | None:
-        return None if p is None else str(base / p) if not os.path.isabs(p) else p
-
-    ca = rel(cluster.get("certificate-authority"))
-    if cluster.get("certificate-authority-data"):
-        ca = _materialise(cluster["certificate-authority-data"], ".crt")
-    cert = rel(user.get("client-certificate"))
-    if user.get("client-certificate-data"):
-        cert = _materialise(user["client-certificate-data"], ".crt")
-    key = rel(user.get("client-key"))
-    if user.get("client-key-data"):
-        key = _materialise(user["client-key-data"], ".key")
-    token = user.get("token")
-    token_path = rel(user.get("tokenFile"))
-    return Credentials(
-        server=cluster["server"].rstrip("/"),
-        ca_path=ca,
-        token=token,
-        token_path=token_path,
-        cert_path=cert,
-        key_path=key,
-        insecure=bool(cluster.get("insecure-skip-tls-verify")),
-        namespace=ctx.get("namespace"),
-    )
 
 
 # --------------------------------------------------------------------------------------- paths
@@ -242,15 +152,16 @@ class KubeClient:
         if params:
             url += "?" + urlencode(params)
         headers = {"Accept": "application/json"}
-        token = self.creds.bearer()
-        if token:
-            headers["Authorization"] = f"Bearer {token}"
         data = None
         if body is not None:
             headers["Content-Type"] = content_type
             data = orjson.dumps(body)  # several times faster than json for pod-sized bodies
         delay = 0.2
+        refreshed = False
         for attempt in range(retries + 1):
+            token = await self.creds.bearer_async()
+            if token:
+                headers["Authorization"] = f"Bearer {token}"
             try:
                 async with self._sem if not unlimited else contextlib.nullcontext():
                     session = self._get_watch_session() if unlimited else self._get_session()
@@ -269,6 +180,11 @@ class KubeClient:
                             str(status_body.get("message", text)),
                             status_body,
                         )
+                        if resp.status == 401 and self.creds.refreshable and not refreshed:
+                            # an exec plugin's token the API server no longer takes: ask the plugin anew, once
+                            refreshed = True
+                            await self.creds.bearer_async(refresh=True)
+                            continue
                         if resp.status in (429, 500, 502, 503, 504) and attempt < retries:
                             retry_after = resp.headers.get("Retry-After")
                             await asyncio.sleep(float(retry_after) if retry_after else delay)
@@ -412,13 +328,15 @@ class KubeClient:
             params["labelSelector"] = label_selector
         url = self.creds.server + path + "?" + urlencode(params)
         headers = {"Accept": "application/json"}
-        token = self.creds.bearer()
+        token = await self.creds.bearer_async()
         if token:
             headers["Authorization"] = f"Bearer {token}"
         timeout = aiohttp.ClientTimeout(total=None, connect=10, sock_read=330)
         async with self._get_watch_session().get(url, headers=headers, timeout=timeout) as resp:
             if resp.status >= 400:
                 text = await resp.text()
+                if resp.status == 401 and self.creds.refreshable:
+                    await self.creds.bearer_async(refresh=True)  # the informer's next watch gets the new one
                 raise KubeError(resp.status, resp.reason or "", text[:500])
             async for line in resp.content:
                 if line.strip():
