@@ -58,8 +58,16 @@ test: cluster-build extras test-tools lint verify ## everything: lint, generated
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 .PHONY: test-fast
-test-fast: ## only the tests that need no control plane
-	$(PY) -m pytest -m "not cluster" $(PYTEST_ARGS)
+test-fast: ## only the tests that need no control plane (and no image build)
+	$(PY) -m pytest -m "not cluster" --ignore=tests/image $(PYTEST_ARGS)
+
+.PHONY: image
+image: ## build the operator image with podman and its SBOMs
+	@bash tools/image.sh
+
+.PHONY: image-test
+image-test: cluster-build ## the image tests
+	$(PY) -m pytest tests/image $(PYTEST_ARGS)
 
 .PHONY: demo
 demo: cluster-build ## the main job: control plane + operator + the DeepSeek-style example to Ready

@@ -2,7 +2,16 @@
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import Iterable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from ..api.constants import COND_READY
+from ..api.models import Condition
+
+# (status, reason) of each condition type of one group, as last exported.
+_Conditions = dict[str, tuple[str, str]]
 
 
 class Metrics:
@@ -45,3 +54,49 @@ class Metrics:
         self.api_writes = Counter(
             "wideep_api_writes_total", "Write calls to the Kubernetes API", ["kind"], registry=self.registry
         )
+        self.group_ready = Gauge(
+            "wideep_group_ready",
+            "1 when the group's Ready condition is True, else 0",
+            ["namespace", "name"],
+            registry=self.registry,
+        )
+        self.group_condition = Gauge(
+            "wideep_group_condition",
+            "1 for the current status and reason of each condition type of a group; one series per type",
+            ["namespace", "name", "type", "status", "reason"],
+            registry=self.registry,
+        )
+        self._conditions: dict[tuple[str, str], _Conditions] = {}
+
+    def set_group_conditions(self, namespace: str, name: str, conditions: Iterable[Condition]) -> None:
+        """Export a group's conditions (wideep_group_condition, wideep_group_ready). Only a change costs
+        anything. A condition whose status or reason changed gets its new series before its old one is
+        removed, so a scrape in between sees no gap (alerts keep their `for`), and no stale series remain."""
+        key = (namespace, name)
+        now: _Conditions = {c.type: (c.status, c.reason) for c in conditions}
+        before = self._conditions.get(key)
+        if now == before:
+            return
+        before = before or {}
+        self._conditions[key] = now
+        for type_, (status, reason) in now.items():
+            if before.get(type_) != (status, reason):
+                self.group_condition.labels(namespace, name, type_, status, reason).set(1)
+        for type_, (status, reason) in before.items():
+            if now.get(type_) != (status, reason):
+                _remove(self.group_condition, namespace, name, type_, status, reason)
+        ready = now.get(COND_READY)
+        self.group_ready.labels(namespace, name).set(1 if ready is not None and ready[0] == "True" else 0)
+
+    def forget_group(self, namespace: str, name: str) -> None:
+        """Remove every series of a group that is gone, so that no alert fires for it."""
+        for type_, (status, reason) in self._conditions.pop((namespace, name), {}).items():
+            _remove(self.group_condition, namespace, name, type_, status, reason)
+        for gauge in (self.group_ready, self.ranks_ready, self.ranks_total):
+            _remove(gauge, namespace, name)
+        _remove(self.group_restarts, namespace, name)
+
+
+def _remove(metric: Gauge | Counter, *labels: str) -> None:
+    with contextlib.suppress(KeyError):  # older prometheus-client raise when the series is not there
+        metric.remove(*labels)

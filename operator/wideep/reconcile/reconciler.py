@@ -148,6 +148,7 @@ class Reconciler:
             self._pending.pop(key, None)
             self._last_cost.pop(key, None)
             self.cache.forget(key)
+            self.metrics.forget_group(*key)
             return None  # children carry ownerReferences: the garbage collector removes them
         pending = self._pending.get(key)
         if pending is not None:
@@ -271,6 +272,7 @@ class Reconciler:
                 self.metrics.time_to_ready.observe(max(0.0, (now - created).total_seconds()))
         self.metrics.ranks_ready.labels(ns, name).set(d.state.ready_ranks or 0)
         self.metrics.ranks_total.labels(ns, name).set(d.state.total_ranks or 0)
+        self.metrics.set_group_conditions(ns, name, d.state.conditions)
 
     async def _write_all(self, key: Key, objects: list[dict[str, Any]]) -> list[str]:
         """Create or apply every planned object (_apply_all), the answers into the cache; the refusals, as
