@@ -28,23 +28,13 @@ from typing import Any
 import pytest
 
 from devcluster.cluster import LocalCluster, cleanup_stale, find_controlplane, read_pids, state_root
-from tests.support.cluster import create_namespace, delete_namespace
+from tests.support.cluster import create_namespace, delete_namespace, pid_alive
 from tests.support.crd import install_crd
 from tests.support.kube import Kube
 
 _CLUSTER: LocalCluster | None = None
 LOG_TAIL_COMPONENTS = ("kube-apiserver", "kwok")
 LOG_TAIL_LINES = 30
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def _reap_dead_sessions(root: Path) -> None:
@@ -56,7 +46,7 @@ def _reap_dead_sessions(root: Path) -> None:
             continue
         data = read_pids(state_dir)
         owner = int(data.get("owner_pid", 0)) if data else 0
-        if owner and owner != os.getpid() and _pid_alive(owner):
+        if owner and owner != os.getpid() and pid_alive(owner):
             continue  # another live session's cluster
         if data is None and time.time() - state_dir.stat().st_mtime < 120:
             continue  # possibly a session that is starting right now

@@ -15,25 +15,11 @@ import yaml
 from devcluster.cluster import LocalCluster
 from tests.support.builders import pdep
 from tests.support.kube import Kube, uids
+from tests.support.kubeconfig import kubeconfig_doc
 from tests.support.operator import Operator
 from tests.support.waits import wait_until
 
 EXEC_API = "client.authentication.k8s.io/v1"
-
-
-def _kubeconfig(
-    clusters: dict[str, Any], users: dict[str, Any], contexts: dict[str, tuple[str, str]], current: str | None
-) -> dict[str, Any]:
-    cfg: dict[str, Any] = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": n, "cluster": c} for n, c in clusters.items()],
-        "users": [{"name": n, "user": u} for n, u in users.items()],
-        "contexts": [{"name": n, "context": {"cluster": c, "user": u}} for n, (c, u) in contexts.items()],
-    }
-    if current:
-        cfg["current-context"] = current
-    return cfg
 
 
 def _embedded_cluster(cluster: LocalCluster) -> dict[str, Any]:
@@ -112,7 +98,7 @@ print(json.dumps({{"apiVersion": {EXEC_API!r}, "kind": "ExecCredential",
     }
     kc.write_text(
         yaml.safe_dump(
-            _kubeconfig(
+            kubeconfig_doc(
                 {"dev": _embedded_cluster(cluster)}, {"plugin": user}, {"dev": ("dev", "plugin")}, "dev"
             )
         )
@@ -151,7 +137,7 @@ def test_merged_kubeconfig_files_and_a_context_other_than_the_current_one(
     second = tmp_path / "second"
     first.write_text(
         yaml.safe_dump(
-            _kubeconfig(
+            kubeconfig_doc(
                 {"dev": _embedded_cluster(cluster), "nowhere": {"server": "https://127.0.0.1:1"}},
                 {"admin": {"token": cluster.token}},
                 {"broken": ("nowhere", "admin")},
@@ -159,7 +145,7 @@ def test_merged_kubeconfig_files_and_a_context_other_than_the_current_one(
             )
         )
     )
-    second.write_text(yaml.safe_dump(_kubeconfig({}, {}, {"good": ("dev", "admin")}, "good")))
+    second.write_text(yaml.safe_dump(kubeconfig_doc({}, {}, {"good": ("dev", "admin")}, "good")))
     op = Operator(
         cluster,
         [namespace],

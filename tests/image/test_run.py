@@ -22,8 +22,9 @@ import pytest
 from devcluster.cluster import LocalCluster
 from tests.image.image import BUILD_TIMEOUT, Image
 from tests.support.builders import load_example
-from tests.support.cluster import free_port
+from tests.support.cluster import free_port, pid_alive
 from tests.support.kube import Kube
+from tests.support.kubeconfig import kubeconfig_doc
 from tests.support.waits import wait_until
 
 pytestmark = pytest.mark.timeout(BUILD_TIMEOUT + 300)
@@ -59,14 +60,9 @@ def write_kubeconfig(path: Path, cluster: LocalCluster, *, embed_ca: bool) -> Pa
         cluster_entry["certificate-authority"] = CA
         (path.parent / "ca.crt").write_bytes(ca)
         (path.parent / "ca.crt").chmod(0o644)
-    config = {
-        "apiVersion": "v1",
-        "kind": "Config",
-        "clusters": [{"name": "test", "cluster": cluster_entry}],
-        "users": [{"name": "admin", "user": {"token": cluster.token}}],
-        "contexts": [{"name": "test", "context": {"cluster": "test", "user": "admin"}}],
-        "current-context": "test",
-    }
+    config = kubeconfig_doc(
+        {"test": cluster_entry}, {"admin": {"token": cluster.token}}, {"test": ("test", "admin")}, "test"
+    )
     path.write_text(json.dumps(config, indent=2) + "\n")
     path.chmod(0o644)
     return path
@@ -152,22 +148,12 @@ class Container:
         self.image.podman("rm", "--force", "--time", "0", self.name, timeout=60)
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
 def remove_leftovers(image: Image) -> None:
     """Containers that earlier test sessions started and could not remove (killed by SIGKILL, say)."""
     listed = image.podman("ps", "--all", "--filter", f"label={LABEL}", "--format", "json", check=True)
     for ctr in json.loads(listed.stdout or "[]"):
         pid = int((ctr.get("Labels") or {}).get(LABEL, "0"))
-        if pid != os.getpid() and not _pid_alive(pid):
+        if pid != os.getpid() and not pid_alive(pid):
             image.podman("rm", "--force", "--time", "0", ctr["Id"], timeout=60)
 
 

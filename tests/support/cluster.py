@@ -4,6 +4,7 @@ nodes, free ports, and ``kubectl auth can-i``."""
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import secrets
 import socket
@@ -102,3 +103,14 @@ def can_i(cluster: LocalCluster, who: str, *args: str) -> bool:
     answer = proc.stdout.strip()
     assert answer in ("yes", "no"), proc.stdout + proc.stderr
     return answer == "yes"
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process with this pid exists (ours or another user's)."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

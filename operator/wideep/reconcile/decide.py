@@ -287,14 +287,6 @@ class Actions:
     current: dict[str, dict[str, Any]] = field(default_factory=dict)  # this generation's pods by name
     created: bool = False  # every pod of this generation exists and none is on its way out
     fills_generation: int | None = None
-    # The group generation moved on in this pass (a gang restart or a replacement).
-    new_generation: bool = False
-
-    @property
-    def deletes_a_generation(self) -> bool:
-        """A gang restart or replacement of a group that has pods: its deletes must follow the status write
-        that records the new generation."""
-        return self.new_generation and any(kind == "Pod" for kind, _, _ in self.delete)
 
 
 def _budget(

@@ -7,8 +7,8 @@ from collections.abc import Iterable
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
-from ..api.constants import COND_READY
-from ..api.models import Condition
+from wideep.api.constants import COND_READY
+from wideep.api.models import Condition
 
 # (status, reason) of each condition type of one group, as last exported.
 _Conditions = dict[str, tuple[str, str]]

@@ -11,6 +11,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 from dataclasses import dataclass
 from typing import Any
@@ -114,19 +115,7 @@ def settle_wait(last_pod_gone: float | None, now: float, settle_seconds: float) 
 def creates_put_off(d: Decision) -> Decision:
     """The decision without its pod creates and applies (the settle window): Services are still written, and
     the status no longer records the generation as filled."""
-    return Decision(
-        apply=[o for o in d.apply if o["kind"] != "Pod"],
-        delete=d.delete,
-        events=d.events,
-        state=d.state,
-        status=d.status,
-        requeue_after=d.requeue_after,
-        plan=d.plan,
-        became_ready=d.became_ready,
-        restarted=d.restarted,
-        fills_generation=None,
-        new_generation=d.new_generation,
-    )
+    return dataclasses.replace(d, apply=[o for o in d.apply if o["kind"] != "Pod"], fills_generation=None)
 
 
 def status_after_writes(d: Decision, errors: list[str]) -> dict[str, Any]:
